@@ -1,0 +1,76 @@
+"""Problems and the procedural tasks that make them.
+
+A `Problem` is what every part of rlvr passes around: the prompt text the model
+sees, the gold answer, and metadata that rewards may read (a reasoning-gym
+entry, unit tests, a source row). Tasks build lists of problems for a split.
+
+Held-out splits are made by hashing the problem's prompt, not by seed: the
+embedded task has a small problem space, so two seeds overlap, and a held-out
+problem must never appear in the base model's SFT data or the RL training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+EVAL_BUCKETS = 10  # 1 bucket of 10 -> held out
+
+
+@dataclass
+class Problem:
+    prompt: str
+    answer: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+def split_of(text: str) -> str:
+    """'eval' for 1 in EVAL_BUCKETS prompts (by a stable hash), else 'train'."""
+    h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return "eval" if h % EVAL_BUCKETS == 0 else "train"
+
+
+def reasoning_gym_problems(
+    name: str, config: dict[str, Any], split: str, size: int, seed: int
+) -> list[Problem]:
+    """`size` distinct problems of reasoning-gym dataset `name` that fall in `split`.
+
+    Problems are drawn from reasoning-gym with `seed`, de-duplicated by prompt and
+    filtered by `split_of`. Raises ValueError if the task cannot supply `size`.
+    """
+    import reasoning_gym
+
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    out: list[Problem] = []
+    seen: set[str] = set()
+    draw = max(4 * size, 64) * (EVAL_BUCKETS if split == "eval" else 1)
+    for attempt in range(4):
+        ds = reasoning_gym.create_dataset(name, size=draw, seed=seed + 1000003 * attempt, **config)
+        for i in range(len(ds)):
+            entry = ds[i]
+            q = entry["question"]
+            if q in seen or split_of(q) != split:
+                continue
+            seen.add(q)
+            out.append(
+                Problem(prompt=q, answer=str(entry["answer"]),
+                        metadata={"entry": entry, "task": name}, id=f"{name}-{split}-{len(out)}")
+            )
+            if len(out) == size:
+                return out
+    raise ValueError(
+        f"reasoning-gym task {name!r} with config {config} has only {len(out)} distinct "
+        f"{split} problems; asked for {size}"
+    )
+
+
+def score_reasoning_gym(completion: str, problem: Problem) -> float:
+    """Score with the task's own reasoning-gym `score_answer`."""
+    import reasoning_gym
+
+    entry = problem.metadata["entry"]
+    scorer = reasoning_gym.get_score_answer_fn(entry["metadata"]["source_dataset"])
+    return float(scorer(completion.strip(), entry))
