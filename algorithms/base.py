@@ -1,0 +1,163 @@
+"""The algorithm seam: a base class, its shared config, and the registry.
+
+An algorithm declares what the trainer must provide (a critic, a reference
+model, a greedy baseline sample, which groups to keep) and computes two things:
+`compute_advantages(batch)` fills `batch.advantages` (and `batch.returns` when
+it has a critic), and `compute_loss(batch, logprobs, ...)` returns this
+micro-batch's share of the minibatch loss. The trainer never branches on an
+algorithm's name.
+
+The default `compute_loss` is the PPO-clipped policy-gradient loss with the
+options every algorithm shares (KL as a loss term, entropy bonus), aggregated by
+`agg_loss` with global normalisers, so most algorithms only override
+`compute_advantages`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlvr.batch import RolloutBatch
+from rlvr.losses import AGG_MODES, agg_loss, clipped_pg_loss, kl_penalty, masked_mean
+
+AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+assert set(AggMode.__args__) == set(AGG_MODES)
+
+
+class AlgorithmConfig(BaseModel):
+    """Options shared by every algorithm. Subclasses add their own fields."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(description="registered algorithm name or 'pkg.module:Class'")
+    loss_agg: AggMode = Field("token-mean", description="how per-token losses become one number (see ALGORITHMS.md)")
+    norm_constant: float | None = Field(None, gt=0, description="divisor for seq-mean-token-sum-norm; default rollout.max_new_tokens")
+    clip_low: float = Field(0.2, ge=0, description="PPO ratio clip below: 1 - clip_low")
+    clip_high: float = Field(0.2, ge=0, description="PPO ratio clip above: 1 + clip_high")
+    clip_c: float | None = Field(3.0, gt=1, description="dual-clip constant for negative advantages; null disables")
+    kl_coef: float = Field(0.0, ge=0, description="beta of the KL to the reference model; 0 = no reference model")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator: k1, k2, or k3 (low-variance)")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
+
+
+class Algorithm:
+    """Base class. Subclass, set `Config`, override `compute_advantages`."""
+
+    Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    needs_critic: ClassVar[bool] = False
+    wants_greedy_baseline: ClassVar[bool] = False
+
+    def __init__(self, config: AlgorithmConfig, *, max_new_tokens: int | None = None, group_size: int | None = None):
+        self.config = config
+        self.max_new_tokens = max_new_tokens
+        self.group_size = group_size
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError for settings this algorithm cannot run with (named by key)."""
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.config.kl_coef > 0
+
+    def keep_group(self, rewards: torch.Tensor) -> bool:
+        """Whether a prompt group with these rewards enters the training batch."""
+        return True
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        raise NotImplementedError
+
+    def compute_loss(
+        self,
+        batch: RolloutBatch,
+        logprobs: torch.Tensor,  # [B, R], with grad
+        values: torch.Tensor | None = None,
+        entropy: torch.Tensor | None = None,  # [B, R]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = self.config
+        mask = batch.response_mask
+        agg = dict(global_tokens=batch.global_tokens, global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
+        pg, metrics = clipped_pg_loss(
+            logprobs, batch.old_logprobs, batch.advantages, mask,
+            clip_low=c.clip_low, clip_high=c.clip_high, clip_c=c.clip_c,
+        )
+        loss = agg_loss(pg, mask, c.loss_agg, **agg)
+        metrics["pg_loss"] = loss.detach()
+        if c.kl_coef > 0:
+            kl = kl_penalty(logprobs, batch.ref_logprobs, c.kl_estimator)  # [B, R]
+            kl_loss = agg_loss(kl, mask, c.loss_agg, **agg)
+            loss = loss + c.kl_coef * kl_loss
+            metrics["kl"] = masked_mean(kl.detach(), mask)
+        if entropy is not None:
+            metrics["entropy"] = masked_mean(entropy.detach(), mask)
+            if c.entropy_coef > 0:
+                loss = loss - c.entropy_coef * agg_loss(entropy, mask, c.loss_agg, **agg)
+        return loss, metrics
+
+    @property
+    def norm_constant(self) -> float | None:
+        return self.config.norm_constant or (float(self.max_new_tokens) if self.max_new_tokens else None)
+
+
+# ---------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Algorithm]] = {}
+
+
+def register_algorithm(name: str):
+    """Class decorator: make an Algorithm selectable as `algorithm.name: <name>`."""
+
+    def deco(cls: type[Algorithm]) -> type[Algorithm]:
+        if name in _REGISTRY:
+            raise ValueError(f"algorithm {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
+        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+            raise TypeError(f"@register_algorithm({name!r}) needs an Algorithm subclass, got {cls!r}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def registered_algorithms() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """A registered name, or 'package.module:ClassName'."""
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"algorithm.name: cannot import {name!r}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+            raise ValueError(f"algorithm.name: {name!r} is not an Algorithm subclass")
+        return cls
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"algorithm.name: unknown algorithm {name!r}{hint} (known: {', '.join(registered_algorithms())})")
+    return _REGISTRY[name]
+
+
+def build_algorithm(options: dict[str, Any], **context: Any) -> Algorithm:
+    """Validate `options` (the `algorithm:` section) with the class's Config and build it."""
+    from rlvr.config import ConfigError, format_validation_error
+
+    try:
+        cls = get_algorithm(str(options.get("name", "")))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        cfg = cls.Config.model_validate(options)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, cls.Config, prefix="algorithm.")) from None
+    try:
+        return cls(cfg, **context)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -1,0 +1,74 @@
+"""GRPO: Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath).
+
+For a prompt group of G responses with scalar rewards R_1..R_G:
+
+    A_i = (R_i - mean_g(R)) / (std_g(R) + eps)      scale = "group" (the paper)
+    A_i = (R_i - mean_g(R)) / (std_B(R) + eps)      scale = "batch" (std over the global batch)
+    A_i =  R_i - mean_g(R)                           scale = "none"  (Dr. GRPO, Liu et al. 2025)
+
+A_i is broadcast to every response token and trained with the PPO-clipped loss.
+
+Choices (ALGORITHMS.md): std with Bessel's correction; eps = 1e-6 (verl; TRL
+uses 1e-4, OpenRLHF 1e-9: set `std_eps`); the loss is aggregated with
+`seq-mean-token-mean` as in the GRPO paper (verl's default is `token-mean`;
+Dr. GRPO pairs `scale: none` with `seq-mean-token-sum-norm`); no KL by default,
+as Yue et al. train (the paper's beta = 0.04 is `kl_coef`, a loss term with k3).
+A group of one response has advantage 0: it carries no relative signal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from rlvr.batch import RolloutBatch
+from rlvr.losses import all_reduce_sum
+
+from .base import AggMode, Algorithm, AlgorithmConfig, register_algorithm
+
+
+def group_mean_std(rewards: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean and Bessel std of its group's rewards. [B], [B] -> [B], [B]."""
+    ids, inv = torch.unique(group, return_inverse=True)
+    n = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inv, torch.ones_like(rewards, dtype=torch.float64))
+    s = torch.zeros_like(n).index_add_(0, inv, rewards.double())
+    mean = s / n  # [G]
+    sq = torch.zeros_like(n).index_add_(0, inv, (rewards.double() - mean[inv]) ** 2)
+    std = torch.sqrt(sq / (n - 1).clamp(min=1))  # group of one -> 0
+    return mean[inv].to(rewards.dtype), std[inv].to(rewards.dtype)
+
+
+def batch_std(rewards: torch.Tensor) -> torch.Tensor:
+    """Bessel std of rewards over the global batch (all processes)."""
+    r = rewards.double()
+    stats = all_reduce_sum(torch.stack([r.sum(), torch.tensor(float(r.numel()), dtype=torch.float64)]))
+    mean = stats[0] / stats[1]
+    sq = all_reduce_sum(((r - mean) ** 2).sum())
+    return torch.sqrt(sq / (stats[1] - 1).clamp(min=1)).to(rewards.dtype)
+
+
+class GRPOConfig(AlgorithmConfig):
+    scale: Literal["group", "batch", "none"] = Field("group", description="divide the centred reward by the group std, the batch std, or nothing (Dr. GRPO)")
+    std_eps: float = Field(1e-6, ge=0, description="added to the std before dividing")
+    loss_agg: AggMode = Field("seq-mean-token-mean", description="loss aggregation (GRPO paper: seq-mean-token-mean)")
+
+
+@register_algorithm("grpo")
+class GRPO(Algorithm):
+    Config = GRPOConfig
+
+    def scalar_advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        """A_i per sample, [B]."""
+        mean, std = group_mean_std(batch.rewards, batch.group)
+        centred = batch.rewards - mean
+        if self.config.scale == "group":
+            return centred / (std + self.config.std_eps)
+        if self.config.scale == "batch":
+            return centred / (batch_std(batch.rewards) + self.config.std_eps)
+        return centred
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        adv = self.scalar_advantages(batch)  # [B]
+        batch.advantages = adv[:, None] * batch.response_mask  # [B, R]

@@ -1,0 +1,68 @@
+"""Loading models and scoring responses under them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlvr.batch import RolloutBatch
+from rlvr.config import TINY_MODEL, ConfigError
+from rlvr.losses import entropy_from_logits, logprobs_from_logits
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(path: str) -> str:
+    """'tiny' -> the embedded base model's directory (built once, cached); else as is."""
+    if path == TINY_MODEL:
+        from rlvr.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    return path
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32"):
+    """A causal LM and its tokenizer, with a clear error naming model.path on failure."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as e:
+        where = "local directory" if Path(path).exists() else "local directory or reachable hub model"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.path: cannot load {path!r} as a {where}: {first}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the response tokens under `model` ([B, R]), and entropy if asked.
+
+    Logits are divided by the sampling temperature, so log-probs are those of
+    the distribution the responses were drawn from.
+    """
+    R = batch.response_mask.shape[1]
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding -> positions from 0
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=pos,
+        logits_to_keep=R + 1,  # positions P-1 .. P+R-1; the last predicts past the end
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1].float()  # [B, R, V]
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logprobs = logprobs_from_logits(logits, batch.response_ids)  # [B, R]
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return logprobs, entropy

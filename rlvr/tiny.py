@@ -1,0 +1,350 @@
+"""The embedded default base model: a tiny causal LM built offline, in about a minute on CPU.
+
+`ensure_tiny_model()` returns a directory holding an ordinary transformers checkpoint and
+tokenizer (`AutoModelForCausalLM` / `AutoTokenizer` load it with no hub access). It is built
+once by `build_tiny_model` and cached under a key that hashes every build setting.
+
+What is built
+-------------
+* Task: `TINY_TASK`, reasoning-gym `chain_sum` with two 1-2 digit terms ("... 15 - 43 ="),
+  answer "-28". The space holds ~16k distinct prompts, so the hash split
+  (`rlvr.tasks.split_of`) leaves ~1.6k held out; RL recipes use the same task.
+* Tokenizer: byte-level BPE trained with the `tokenizers` library on train-split task text,
+  digits pre-split one per token so arithmetic is learnable, the full 256-byte alphabet so any
+  text encodes. `<|endoftext|>` is eos, `<|pad|>` is pad (distinct), no BOS, nothing is added
+  to a prompt by `tokenizer(prompt)`, left padding.
+* Model: a small Qwen2 (see `_SETTINGS`), random init, dropout 0, tied embeddings.
+* Format contract: the model is fed `tokenizer(problem.prompt)["input_ids"]` and trained to
+  continue with `tokenizer(" " + answer)["input_ids"] + [eos]`. Each SFT sequence is exactly
+  prompt_ids + completion_ids, with prompt_ids the tokenization of the prompt alone, so
+  sampling from the prompt alone is in distribution. Reward is
+  `score_reasoning_gym(decoded completion without special tokens, problem)`.
+* Training: supervised from scratch, loss on completion tokens only, on train-split problems.
+  It is deliberately under-trained: sampled at temperature 1 the base solves a held-out
+  problem some of the time (pass@1 well below pass@k, spread-out per-problem rates), which is
+  the regime where RL (GRPO) has something to sharpen.
+
+Why a plain torch loop and not TRL's `SFTTrainer`
+-------------------------------------------------
+`_train` is a plain loop (AdamW, warmup + cosine). SFTTrainer's prompt/completion path
+tokenizes prompt+completion as one string, which is not guaranteed to equal
+prompt_ids + completion_ids; feeding it pre-tokenized `input_ids` + `completion_mask` avoids
+that, but the Trainer/accelerate/datasets machinery still costs several seconds of fixed
+start-up and a per-step overhead that is large next to a ~1 ms-per-step model forward here.
+The whole project demo (build + RL + eval) must fit 10 minutes on 2 CPU cores, so the build
+budget (~1 min) goes to optimizer steps instead. The measured comparison is in the
+`_SETTINGS` comment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pathlib
+import random
+import shutil
+import tempfile
+import time
+from typing import Any, Sequence
+
+TINY_TASK: dict[str, Any] = {
+    "name": "chain_sum",
+    "config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+}
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+# Every setting that changes the built checkpoint; the cache key hashes all of it.
+_SETTINGS: dict[str, Any] = {
+    "format_version": 1,
+    "task": TINY_TASK,
+    "n_train": 8000,  # distinct train-split problems
+    "tokenizer": {"kind": "bpe-bytelevel-digits", "vocab_size": 320},
+    "model": {
+        "family": "qwen2",
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 64,
+    },
+    "train": {"steps": 600, "batch_size": 64, "lr": 3e-3, "warmup": 50, "weight_decay": 0.0,
+              "min_lr_ratio": 0.1},
+}
+
+_MARKER = "rlvr_tiny.json"
+
+
+def _settings_key(settings: dict[str, Any], seed: int) -> str:
+    blob = json.dumps({"settings": settings, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> pathlib.Path:
+    if cache_dir is not None:
+        return pathlib.Path(cache_dir).expanduser()
+    env = os.environ.get("RLVR_CACHE")
+    if env:
+        return pathlib.Path(env).expanduser()
+    return pathlib.Path("~/.cache/rlvr").expanduser()
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def _build_tokenizer(texts: Sequence[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=_SETTINGS["model"]["max_position_embeddings"],
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _build_model(model_cfg: dict[str, Any], tokenizer):
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    cfg = dict(model_cfg)
+    family = cfg.pop("family")
+    assert family == "qwen2", family
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+        rms_norm_eps=1e-6,
+        initializer_range=0.02,
+        use_cache=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **cfg,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    gc = model.generation_config
+    gc.eos_token_id = tokenizer.eos_token_id
+    gc.pad_token_id = tokenizer.pad_token_id
+    gc.bos_token_id = None
+    return model
+
+
+def _encode_examples(problems, tokenizer):
+    """(input_ids, n_prompt) per problem: prompt_ids + ids(" " + answer) + [eos]."""
+    eos = tokenizer.eos_token_id
+    prompts = tokenizer([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
+    comps = tokenizer([" " + p.answer for p in problems], add_special_tokens=False)["input_ids"]
+    return [(list(a) + list(b) + [eos], len(a)) for a, b in zip(prompts, comps)]
+
+
+def _train(model, examples, train_cfg: dict[str, Any], pad_id: int, seed: int, progress: bool):
+    import torch
+
+    steps, bs = train_cfg["steps"], train_cfg["batch_size"]
+    lr, warmup, min_ratio = train_cfg["lr"], train_cfg["warmup"], train_cfg["min_lr_ratio"]
+    max_len = max(len(ids) for ids, _ in examples)
+    n = len(examples)
+    ids_t = torch.full((n, max_len), pad_id, dtype=torch.long)
+    labels_t = torch.full((n, max_len), -100, dtype=torch.long)
+    mask_t = torch.zeros((n, max_len), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(examples):  # right padding for training
+        ids_t[i, : len(ids)] = torch.tensor(ids)
+        mask_t[i, : len(ids)] = 1
+        labels_t[i, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
+                            weight_decay=train_cfg["weight_decay"])
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc="tiny SFT", unit="step")
+    model.train()
+    ema = None
+    for step in range(steps):
+        if pos + bs > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos: pos + bs]
+        pos += bs
+        mask = mask_t[idx]
+        width = int(mask.sum(1).max())
+        out = model(input_ids=ids_t[idx, :width], attention_mask=mask[:, :width],
+                    labels=labels_t[idx, :width])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss = float(out.loss.detach())
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+        if bar is not None:
+            bar.update(1)
+            if step % 20 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{ema:.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return ema
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_tiny_model(out_dir, *, seed: int = 0, progress: bool = True,
+                     _settings: dict[str, Any] | None = None) -> pathlib.Path:
+    """Build the tiny base (tokenizer + SFT-trained Qwen2) into `out_dir`; returns the path.
+
+    Deterministic for a given `seed` on CPU. Writes in place: use `ensure_tiny_model` for the
+    cached, atomic version.
+    """
+    import torch
+
+    from rlvr.tasks import reasoning_gym_problems
+
+    settings = _settings or _SETTINGS
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        task = settings["task"]
+        problems = reasoning_gym_problems(task["name"], task["config"], split="train",
+                                          size=settings["n_train"], seed=seed)
+        random.Random(seed).shuffle(problems)
+        tokenizer = _build_tokenizer([p.prompt + " " + p.answer for p in problems],
+                                     settings["tokenizer"]["vocab_size"])
+        torch.manual_seed(seed)
+        model = _build_model(settings["model"], tokenizer)
+        examples = _encode_examples(problems, tokenizer)
+        final_loss = _train(model, examples, settings["train"], tokenizer.pad_token_id, seed,
+                            progress)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        info = {
+            "key": _settings_key(settings, seed),
+            "seed": seed,
+            "settings": settings,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "final_train_loss_ema": final_loss,
+            "build_seconds": round(time.time() - t0, 2),
+        }
+        (out / _MARKER).write_text(json.dumps(info, indent=2, sort_keys=True))
+    finally:
+        torch.set_num_threads(prev_threads)
+    return out
+
+
+def ensure_tiny_model(cache_dir=None, *, force: bool = False) -> pathlib.Path:
+    """Path to the cached tiny base model, building it first if missing (or if `force`).
+
+    Cache root: `cache_dir`, else $RLVR_CACHE, else ~/.cache/rlvr; the directory is
+    `<root>/tiny-<hash of build settings>`. The build goes into a temp dir in the same root
+    and is renamed into place, so a finished-looking directory is always complete; when
+    several processes build at once, the first rename wins and the others discard theirs.
+    """
+    seed = 0
+    root = _cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"tiny-{_settings_key(_SETTINGS, seed)}"
+    if (final / _MARKER).is_file() and not force:
+        return final
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
+    try:
+        build_tiny_model(tmp, seed=seed, progress=True)
+        if force and final.exists():
+            old = root / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
+            try:
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process already finished
+        except OSError:
+            if not (final / _MARKER).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------- evaluation helper
+
+
+def sample_pass_rates(model, tokenizer, problems, n: int, *, temperature: float = 1.0,
+                      max_new_tokens: int = 8, batch_size: int = 1024, seed: int | None = 0,
+                      return_completions: bool = False):
+    """Correct-sample counts per problem: n samples each at `temperature` (top_k=0, top_p=1).
+
+    Batched `model.generate` with left padding from `tokenizer(problem.prompt)` ids, scored by
+    `score_reasoning_gym` on the completion decoded without special tokens.
+    """
+    import torch
+
+    from rlvr.tasks import score_reasoning_gym
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    flat = [p for p in problems for _ in range(n)]
+    texts: list[str] = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start: start + batch_size]
+            enc = tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False, padding_side="left")
+            out = model.generate(
+                **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            comp = out[:, enc["input_ids"].shape[1]:]
+            texts.extend(tokenizer.batch_decode(comp, skip_special_tokens=True))
+    counts = [0] * len(problems)
+    for i, (p, t) in enumerate(zip(flat, texts)):
+        counts[i // n] += int(score_reasoning_gym(t, p) >= 1.0)
+    if return_completions:
+        return counts, texts
+    return counts
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

@@ -1,0 +1,389 @@
+"""The algorithm-blind RL trainer.
+
+One step: sample this step's prompts -> roll out n responses each -> score them
+-> old (and reference) log-probs -> the algorithm's advantages -> epochs x
+minibatches of the algorithm's loss, with gradient accumulation over
+micro-batches -> optimizer step -> log, eval, checkpoint.
+
+Distribution: accelerate owns processes. Each process rolls out its own share of
+the step's prompts (whole groups stay on one process). Loss normalisers (token
+and sequence counts of the minibatch) and whitening statistics are summed over
+processes, and the micro-batch loss is scaled by world size x accumulation steps
+to undo the averaging that DDP and accelerate apply, so 2 processes make the
+same update as 1 over the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr.algorithms import build_algorithm
+from rlvr.batch import RolloutBatch
+from rlvr.config import ConfigError, RunConfig, to_yaml
+from rlvr.losses import all_reduce_sum
+from rlvr.models import load_model_and_tokenizer, resolve_model_path, response_logprobs
+from rlvr.rewards import RewardFn, RewardRunner, reasoning_gym_reward
+from rlvr.rollout import Sampling, build_engine
+from rlvr.tasks import Problem, reasoning_gym_problems
+
+
+def make_accelerator(cfg: RunConfig, grad_accum: int, world: int):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # several CPU processes (and DeepSpeed on CPU) need gloo; one process needs no group
+    cpu_group = world > 1 and not torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu_group else []
+    return Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        log_with=cfg.tracking.report_to or None,
+        project_dir=cfg.output_dir,
+        kwargs_handlers=handlers,
+    )
+
+
+def load_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
+    d = cfg.data
+    try:
+        import reasoning_gym.factory as factory
+
+        if d.task not in factory.DATASETS:
+            import difflib
+
+            close = difflib.get_close_matches(d.task, factory.DATASETS, n=3)
+            raise ConfigError(f"data.task: unknown reasoning-gym task {d.task!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        train = reasoning_gym_problems(d.task, d.task_config, "train", d.train_size, d.seed)
+        evals = reasoning_gym_problems(d.task, d.task_config, "eval", d.eval_size, d.seed + 1)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ConfigError(f"data.task_config: {d.task!r} rejected {d.task_config}: {e}") from None
+    return train, evals
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.grad_accum = self._check_batch_shape(world)
+        self.accelerator = make_accelerator(cfg, self.grad_accum, world)
+        acc = self.accelerator
+        self.rank, self.world = acc.process_index, acc.num_processes
+        torch.manual_seed(cfg.train.seed)
+
+        self.algorithm = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+        self.train_problems, self.eval_problems = load_problems(cfg)
+        with acc.main_process_first():  # rank 0 builds the embedded model once
+            path = resolve_model_path(cfg.model.path)
+        model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.ref = None
+        if self.algorithm.needs_reference:
+            self.ref, _ = load_model_and_tokenizer(path, cfg.model.dtype)
+            self.ref.requires_grad_(False).eval().to(acc.device)
+        if self.algorithm.needs_critic:
+            raise NotImplementedError("critic-based algorithms need the value-head model (not built yet)")
+
+        t = cfg.train
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.policy, self.optimizer = acc.prepare(model, optimizer)
+        # stepped by hand on sync steps: a prepared scheduler steps once per process
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0,
+        )
+        self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
+                                   batch_size=cfg.rollout.generation_batch_size)
+        self.rewards = RewardRunner(reward_fn or reasoning_gym_reward)
+        self.start_step = 0
+        self.eval_results: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.write_run_files()
+        self.maybe_resume()
+        if cfg.eval.before and self.start_step == 0:
+            self.evaluate(step=0, tag="base")
+        bar = self.progress(range(self.start_step, cfg.train.steps))
+        for step in bar:
+            t0 = time.time()
+            problems = self.step_problems(step)
+            batch = self.rollout(problems, step)
+            self.score(batch)
+            metrics = self.train_on(batch)
+            self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
+            metrics.update(self.batch_metrics(batch), **{"time/step": time.time() - t0})
+            self.log(step + 1, metrics, bar)
+            if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
+                self.evaluate(step + 1, tag=f"step-{step + 1}")
+            self.maybe_checkpoint(step + 1)
+        self.save_final()
+        if cfg.eval.after:
+            self.evaluate(cfg.train.steps, tag="final")
+        self.accelerator.end_training()
+        return {"evals": self.eval_results}
+
+    # ------------------------------------------------------------ steps
+
+    def step_problems(self, step: int) -> list[Problem]:
+        """This process's share of the step's prompts; the same global draw on every rank."""
+        n_train, k = len(self.train_problems), self.cfg.train.prompts_per_step
+        per_epoch = n_train // k
+        epoch, slot = divmod(step, per_epoch)
+        order = np.random.default_rng(self.cfg.train.seed * 7919 + epoch).permutation(n_train)
+        idx = order[slot * k:(slot + 1) * k]
+        return [self.train_problems[i] for i in idx[self.rank::self.world]]
+
+    def rollout(self, problems: list[Problem], step: int) -> RolloutBatch:
+        torch.manual_seed(self.cfg.train.seed * 1_000_003 + step * self.world + self.rank)
+        r = self.cfg.rollout
+        sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
+        return self.engine.generate(problems, r.n, sampling).to(self.accelerator.device)
+
+    def score(self, batch: RolloutBatch) -> None:
+        rewards, info = self.rewards(batch.problems, batch.completions)
+        batch.rewards = rewards.to(self.accelerator.device)
+        batch.extras.update(info)
+
+    def train_on(self, batch: RolloutBatch) -> dict[str, float]:
+        """Everything after scoring: log-probs, advantages, the update."""
+        self.reference_pass(batch)
+        self.algorithm.compute_advantages(batch)
+        return self.update(batch)
+
+    @torch.no_grad()
+    def reference_pass(self, batch: RolloutBatch) -> None:
+        """Log-probs of the sampling policy (and of the reference model if used)."""
+        T = self.cfg.rollout.temperature
+        old, ref = [], []
+        for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size):
+            old.append(response_logprobs(self.policy, mb, temperature=T)[0])
+            if self.ref is not None:
+                ref.append(response_logprobs(self.ref, mb, temperature=T)[0])
+        batch.old_logprobs = torch.cat(old)
+        batch.ref_logprobs = torch.cat(ref) if ref else None
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        cfg, acc = self.cfg, self.accelerator
+        B, M = len(batch), cfg.train.minibatches
+        size = B // M
+        sums: dict[str, float] = {}
+        count, losses, grad_norms = 0, [], []
+        gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.optimizer_steps_done())
+        want_entropy_grad = self.algorithm.config.entropy_coef > 0
+        self.policy.train()
+        for _ in range(cfg.train.epochs):
+            perm = torch.randperm(B, generator=gen)
+            for m in range(M):
+                mini = batch.select(perm[m * size:(m + 1) * size])
+                mini.global_tokens = float(all_reduce_sum(mini.response_mask.sum().detach().cpu().double()))
+                mini.global_seqs = float(all_reduce_sum(torch.tensor(float(len(mini)), dtype=torch.float64)))
+                step_loss = 0.0
+                for micro in self.micro_batches(mini, cfg.train.micro_batch_size):
+                    with acc.accumulate(self.policy):
+                        with torch.set_grad_enabled(True):
+                            logprobs, entropy = response_logprobs(self.policy, micro, temperature=cfg.rollout.temperature,
+                                                                  with_entropy=True)
+                            if not want_entropy_grad:
+                                entropy = entropy.detach()
+                            loss, metrics = self.algorithm.compute_loss(micro, logprobs, entropy=entropy)
+                        acc.backward(loss * self.world * self.grad_accum)
+                        step_loss += float(loss.detach())
+                        for k, v in metrics.items():
+                            sums[k] = sums.get(k, 0.0) + float(v)
+                        count += 1
+                        if acc.sync_gradients:
+                            if cfg.train.grad_clip:
+                                grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)))
+                            self.optimizer.step()
+                            self.scheduler.step()
+                            self.optimizer.zero_grad(set_to_none=True)
+                losses.append(float(all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64))))
+        out = {k: v / count for k, v in sums.items()}
+        out = self.mean_over_processes(out)
+        out["loss"] = sum(losses) / len(losses)
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        if grad_norms:
+            out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        return out
+
+    # ------------------------------------------------------------ helpers
+
+    def _check_batch_shape(self, world: int) -> int:
+        """Gradient-accumulation steps, or a ConfigError naming the keys that do not divide."""
+        t, n = self.cfg.train, self.cfg.rollout.n
+        if t.prompts_per_step % world:
+            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} must be divisible by the {world} processes")
+        local = t.prompts_per_step // world * n
+        if local % t.minibatches:
+            raise ConfigError(f"train.minibatches={t.minibatches} must divide the {local} samples per process "
+                              f"(prompts_per_step/processes x rollout.n)")
+        mini = local // t.minibatches
+        if mini % t.micro_batch_size and t.micro_batch_size < mini:
+            raise ConfigError(f"train.micro_batch_size={t.micro_batch_size} must divide the {mini} samples per "
+                              f"minibatch on each process")
+        if t.prompts_per_step > self.cfg.data.train_size:
+            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} exceeds data.train_size={self.cfg.data.train_size}")
+        return max(1, mini // t.micro_batch_size)
+
+    @staticmethod
+    def micro_batches(batch: RolloutBatch, size: int):
+        for s in range(0, len(batch), size):
+            yield batch.select(list(range(s, min(s + size, len(batch)))))
+
+    def optimizer_steps_done(self) -> int:
+        return self.scheduler.last_epoch
+
+    def mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        if not metrics or self.world == 1:
+            return metrics
+        keys = sorted(metrics)
+        t = all_reduce_sum(torch.tensor([metrics[k] for k in keys], dtype=torch.float64)) / self.world
+        return dict(zip(keys, t.tolist()))
+
+    def batch_metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        """Rollout statistics over all processes."""
+        r = batch.rewards.double().cpu()
+        lens = batch.response_lengths.double().cpu()
+        s = all_reduce_sum(torch.stack([
+            torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), (r ** 2).sum(), lens.sum(),
+            batch.truncated.double().sum().cpu(), torch.tensor(batch.extras.get("reward/errors", 0.0), dtype=torch.float64),
+        ]))
+        n = s[0]
+        mean = s[1] / n
+        return {
+            "reward/mean": float(mean),
+            "reward/std": float(torch.sqrt(torch.clamp(s[2] / n - mean ** 2, min=0))),
+            "response_len/mean": float(s[3] / n),
+            "response/truncated_frac": float(s[4] / n),
+            "reward/errors": float(s[5]),
+        }
+
+    def progress(self, it):
+        if not (self.cfg.tracking.progress and self.accelerator.is_main_process):
+            return it
+        from tqdm.auto import tqdm
+
+        return tqdm(it, desc="rlvr train", initial=self.start_step, total=self.cfg.train.steps, dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, float], bar=None) -> None:
+        acc = self.accelerator
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}}
+        if acc.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}", loss=f"{metrics.get('loss', 0):.4f}")
+        if self.cfg.tracking.report_to:
+            acc.log(metrics, step=step)
+
+    def write_run_files(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            resolved = self.cfg.model_copy(deep=True)
+            resolved.algorithm = self.algorithm.config.model_dump(mode="json")
+            (self.out / "config.yaml").write_text(to_yaml(resolved))
+        if self.cfg.tracking.report_to:
+            acc.init_trackers(self.cfg.tracking.project, config=json.loads(self.cfg.model_dump_json()),
+                              init_kwargs={"wandb": {"dir": str(self.out), "name": self.out.name}})
+        acc.wait_for_everyone()
+
+    # ------------------------------------------------------------ eval
+
+    def evaluate(self, step: int, tag: str) -> dict[str, Any]:
+        """Held-out pass@k, sampled on every process's share of the eval problems."""
+        from rlvr.eval.passk import mean_pass_at_k
+
+        e = self.cfg.eval
+        problems = self.eval_problems[self.rank::self.world]
+        torch.manual_seed(self.cfg.train.seed + 99991 + self.rank)  # same draws for base and final
+        sampling = Sampling(temperature=e.temperature, top_p=e.top_p, top_k=0, max_new_tokens=self.cfg.rollout.max_new_tokens)
+        batch = self.engine.generate(problems, e.n, sampling)
+        rewards, _ = self.rewards(batch.problems, batch.completions)
+        correct = (rewards >= e.threshold).view(len(problems), e.n).sum(-1)  # [problems]
+        counts = self.gather_counts(correct)
+        n = np.full(len(counts), e.n)
+        result = {"step": step, "tag": tag, "problems": len(counts), "n": e.n}
+        for k in e.ks:
+            result[f"pass@{k}"] = round(mean_pass_at_k(n, counts, k), 6)
+        result["reward/mean"] = float(all_reduce_sum(rewards.double().sum()) / (len(counts) * e.n))
+        self.eval_results.append(result)
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "evals.jsonl", "a") as f:
+                f.write(json.dumps(result) + "\n")
+        if self.cfg.tracking.report_to:
+            self.accelerator.log({f"eval/{k}": v for k, v in result.items() if k.startswith("pass@")}, step=step)
+        return result
+
+    def gather_counts(self, correct: torch.Tensor) -> np.ndarray:
+        if self.world == 1:
+            return correct.numpy()
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, correct.tolist())
+        return np.array([c for p in parts for c in p])
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_dirs(self) -> list[Path]:
+        root = self.out / "checkpoints"
+        dirs = [d for d in root.glob("step-*") if (d / "trainer_state.json").is_file()] if root.is_dir() else []
+        return sorted(dirs, key=lambda d: int(d.name.split("-")[1]))
+
+    def maybe_checkpoint(self, step: int) -> None:
+        c = self.cfg.checkpoint
+        if not c.every or step % c.every or step == self.cfg.train.steps:
+            return
+        acc = self.accelerator
+        path = self.out / "checkpoints" / f"step-{step}"
+        acc.save_state(str(path))
+        if acc.is_main_process:
+            # written last: a checkpoint without it is incomplete and ignored
+            (path / "trainer_state.json").write_text(json.dumps({"step": step, "scheduler": self.scheduler.state_dict()}))
+            for old in self.checkpoint_dirs()[:-c.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def maybe_resume(self) -> None:
+        if not self.cfg.checkpoint.resume:
+            return
+        dirs = self.checkpoint_dirs()
+        if not dirs:
+            return
+        last = dirs[-1]
+        self.accelerator.load_state(str(last))
+        state = json.loads((last / "trainer_state.json").read_text())
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_step = state["step"]
+        if self.accelerator.is_main_process:
+            for name in ("metrics.jsonl", "evals.jsonl"):
+                f = self.out / name
+                if f.is_file():
+                    keep = [l for l in f.read_text().splitlines() if l and json.loads(l)["step"] <= self.start_step]
+                    f.write_text("".join(l + "\n" for l in keep))
+            print(f"rlvr: resuming from {last} (step {self.start_step})")
+
+    def save_final(self) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        path = self.out / "final"
+        acc.unwrap_model(self.policy).save_pretrained(
+            path, is_main_process=acc.is_main_process, save_function=acc.save, state_dict=acc.get_state_dict(self.policy)
+        )
+        if acc.is_main_process:
+            self.tokenizer.save_pretrained(path)
+        acc.wait_for_everyone()

@@ -1,0 +1,33 @@
+"""Tiny random-init models for mechanics tests (seconds to build, nothing downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHARS = list("0123456789+-=*/ ?:.,abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def make_random_model(out: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A character-level tokenizer and a random Qwen2 causal LM saved at `out`."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out)
+    specials = ["<|pad|>", "<|endoftext|>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + CHARS)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|endoftext|>",
+                                  unk_token="<unk>", padding_side="left")
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=False,
+                      pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|endoftext|>"], bos_token_id=None)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.pad_token_id = cfg.pad_token_id
+    model.generation_config.eos_token_id = cfg.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
