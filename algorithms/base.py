@@ -43,6 +43,7 @@ class AlgorithmConfig(BaseModel):
     kl_coef: float = Field(0.0, ge=0, description="beta of the KL to the reference model; 0 = no reference model")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator: k1, k2, or k3 (low-variance)")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
+    overlong_filter: bool = Field(False, description="mask truncated responses (no eos within max_new_tokens) out of the loss")
 
 
 class Algorithm:
@@ -51,6 +52,8 @@ class Algorithm:
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     needs_critic: ClassVar[bool] = False
     wants_greedy_baseline: ClassVar[bool] = False
+    max_gen_batches: int = 1  # generation rounds per step to fill the batch (dynamic sampling)
+    raise_on_shortfall: bool = False  # after max_gen_batches rounds: raise, or train on what was kept
 
     def __init__(self, config: AlgorithmConfig, *, max_new_tokens: int | None = None, group_size: int | None = None):
         self.config = config
@@ -71,6 +74,15 @@ class Algorithm:
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
         raise NotImplementedError
+
+    def prepare(self, batch: RolloutBatch) -> None:
+        """Last changes before the update; by default, overlong filtering."""
+        if self.config.overlong_filter:
+            batch.response_mask = batch.response_mask * (~batch.truncated).to(batch.response_mask.dtype)[:, None]
+
+    def critic_lr(self, policy_lr: float) -> float:
+        """Learning rate of the critic's optimizer (algorithms with a critic override)."""
+        return policy_lr
 
     def compute_loss(
         self,

@@ -35,6 +35,7 @@ class RolloutBatch:
     # loss normalisers over the whole optimizer-step minibatch, all processes
     global_tokens: float | None = None
     global_seqs: float | None = None
+    greedy_rewards: torch.Tensor | None = None  # [B] reward of the greedy response to this sample's prompt (ReMax)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -65,3 +66,33 @@ class RolloutBatch:
     def to(self, device: torch.device | str) -> "RolloutBatch":
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """Join batches with different prompt/response widths: prompts re-padded on the
+    left, responses on the right. Group ids are renumbered to stay distinct.
+    Per-token results (log-probs, advantages) must not exist yet."""
+    if len(batches) == 1:
+        return batches[0]
+    P = max(b.prompt_len for b in batches)
+    R = max(b.response_mask.shape[1] for b in batches)
+    ids, att, rmask, groups, offset = [], [], [], [], 0
+    for b in batches:
+        if b.old_logprobs is not None or b.advantages is not None:
+            raise ValueError("concat_batches: join batches before computing log-probs or advantages")
+        lp, rp = P - b.prompt_len, R - b.response_mask.shape[1]
+        pi, ri = b.input_ids[:, :b.prompt_len], b.input_ids[:, b.prompt_len:]
+        pa, ra = b.attention_mask[:, :b.prompt_len], b.attention_mask[:, b.prompt_len:]
+        pad = torch.nn.functional.pad
+        ids.append(torch.cat([pad(pi, (lp, 0), value=pad_id), pad(ri, (0, rp), value=pad_id)], 1))
+        att.append(torch.cat([pad(pa, (lp, 0)), pad(ra, (0, rp))], 1))
+        rmask.append(pad(b.response_mask, (0, rp)))
+        groups.append(b.group + offset)
+        offset += int(b.group.max()) + 1 if len(b) else 0
+    cat = lambda name: None if getattr(batches[0], name) is None else torch.cat([getattr(b, name) for b in batches])
+    return RolloutBatch(
+        input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(rmask), prompt_len=P,
+        group=torch.cat(groups), problems=[p for b in batches for p in b.problems],
+        completions=[c for b in batches for c in b.completions], truncated=torch.cat([b.truncated for b in batches]),
+        rewards=cat("rewards"), greedy_rewards=cat("greedy_rewards"), extras=dict(batches[0].extras),
+    )

@@ -52,6 +52,11 @@ class RolloutConfig(_Section):
     generation_batch_size: int = Field(256, ge=1, description="sequences generated per generate() call on one process")
 
 
+class RewardConfig(_Section):
+    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong shaping: penalise the last N tokens before rollout.max_new_tokens; 0 = off")
+    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong shaping: penalty at the maximum length")
+
+
 class TrainConfig(_Section):
     steps: int = Field(40, ge=1, description="RL steps (rollout + update rounds)")
     prompts_per_step: int = Field(32, ge=1, description="prompts per step over all processes")
@@ -102,6 +107,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="problems")
     algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo"}, description="algorithm name and its own hyperparameters")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="sampling for training")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="reward shaping")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out pass@k during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing and resume")
@@ -111,10 +117,23 @@ class RunConfig(_Section):
     def _check(self) -> "RunConfig":
         if "name" not in self.algorithm:
             raise ValueError("algorithm needs a 'name' (e.g. grpo)")
+        if self.reward.overlong_buffer >= self.rollout.max_new_tokens:
+            raise ValueError(f"reward.overlong_buffer={self.reward.overlong_buffer} must be below "
+                             f"rollout.max_new_tokens={self.rollout.max_new_tokens}")
         return self
 
 
 # ---------------------------------------------------------------- loading
+
+
+def _parse_value(raw: str) -> Any:
+    value = yaml.safe_load(raw) if raw != "" else ""
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -124,7 +143,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _parse_value(raw)
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

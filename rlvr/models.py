@@ -39,6 +39,30 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32"):
     return model, tokenizer
 
 
+def load_value_model(path: str, dtype: str = "float32") -> torch.nn.Module:
+    """The critic: the policy's architecture with a scalar head on every token."""
+    from transformers import AutoModelForTokenClassification
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the new value head is expected to be uninitialised
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.path: cannot load {path!r} as a critic (token-classification head): {e}") from None
+    finally:
+        logging.set_verbosity(verbosity)
+    return model
+
+
+def response_values(critic: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """V(s_t) for each response token t: the critic's output at the position before it. [B, R]"""
+    R = batch.response_mask.shape[1]
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    return out.logits[:, -R - 1:-1, 0].float()  # [B, R]
+
+
 def response_logprobs(
     model: torch.nn.Module,
     batch: RolloutBatch,

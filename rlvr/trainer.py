@@ -1,20 +1,26 @@
 """The algorithm-blind RL trainer.
 
-One step: sample this step's prompts -> roll out n responses each -> score them
--> old (and reference) log-probs -> the algorithm's advantages -> epochs x
-minibatches of the algorithm's loss, with gradient accumulation over
-micro-batches -> optimizer step -> log, eval, checkpoint.
+One step: collect a batch (roll out n responses to each prompt, score them, keep
+the groups the algorithm wants, refill while it asks for more) -> old, reference
+log-probs and critic values -> the algorithm's advantages -> epochs x
+minibatches of the algorithm's loss, accumulated over micro-batches -> log,
+eval, checkpoint. What differs between algorithms is declared by the algorithm
+(needs_critic, needs_reference, wants_greedy_baseline, keep_group,
+max_gen_batches); the trainer never asks which algorithm it runs.
 
 Distribution: accelerate owns processes. Each process rolls out its own share of
 the step's prompts (whole groups stay on one process). Loss normalisers (token
 and sequence counts of the minibatch) and whitening statistics are summed over
-processes, and the micro-batch loss is scaled by world size x accumulation steps
-to undo the averaging that DDP and accelerate apply, so 2 processes make the
-same update as 1 over the same global batch.
+processes, and each micro-batch loss is scaled by the world size to undo DDP's
+gradient averaging, so 2 processes make the same update as 1 over the same
+global batch. Gradient sync is placed by hand on the last micro-batch of a
+minibatch (no_sync before it; accelerate passes the boundary on to DeepSpeed),
+so the number of micro-batches may vary from step to step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,28 +33,24 @@ import numpy as np
 import torch
 
 from rlvr.algorithms import build_algorithm
-from rlvr.batch import RolloutBatch
+from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.losses import all_reduce_sum
-from rlvr.models import load_model_and_tokenizer, resolve_model_path, response_logprobs
-from rlvr.rewards import RewardFn, RewardRunner, reasoning_gym_reward
+from rlvr.models import (load_model_and_tokenizer, load_value_model, resolve_model_path, response_logprobs,
+                         response_values)
+from rlvr.rewards import RewardFn, RewardRunner, overlong_penalty, reasoning_gym_reward
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem, reasoning_gym_problems
 
 
-def make_accelerator(cfg: RunConfig, grad_accum: int, world: int):
+def make_accelerator(cfg: RunConfig, world: int):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     # several CPU processes (and DeepSpeed on CPU) need gloo; one process needs no group
     cpu_group = world > 1 and not torch.cuda.is_available()
     handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu_group else []
-    return Accelerator(
-        gradient_accumulation_steps=grad_accum,
-        log_with=cfg.tracking.report_to or None,
-        project_dir=cfg.output_dir,
-        kwargs_handlers=handlers,
-    )
+    return Accelerator(log_with=cfg.tracking.report_to or None, project_dir=cfg.output_dir, kwargs_handlers=handlers)
 
 
 def load_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
@@ -74,10 +76,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.grad_accum = self._check_batch_shape(world)
-        self.accelerator = make_accelerator(cfg, self.grad_accum, world)
-        acc = self.accelerator
+        self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
+        self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
         self.rank, self.world = acc.process_index, acc.num_processes
         torch.manual_seed(cfg.train.seed)
 
@@ -92,17 +92,19 @@ class Trainer:
         if self.algorithm.needs_reference:
             self.ref, _ = load_model_and_tokenizer(path, cfg.model.dtype)
             self.ref.requires_grad_(False).eval().to(acc.device)
-        if self.algorithm.needs_critic:
-            raise NotImplementedError("critic-based algorithms need the value-head model (not built yet)")
 
         t = cfg.train
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.policy, self.optimizer = acc.prepare(model, optimizer)
+        adamw = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.policy, self.optimizer = acc.prepare(model, adamw(model.parameters(), t.lr))
+        self.critic = self.critic_optimizer = None
+        if self.algorithm.needs_critic:
+            critic = load_value_model(path, cfg.model.dtype)
+            self.critic, self.critic_optimizer = acc.prepare(critic, adamw(critic.parameters(), self.algorithm.critic_lr(t.lr)))
+        self.trained = [m for m in (self.policy, self.critic) if m is not None]
+        self.optimizers = [o for o in (self.optimizer, self.critic_optimizer) if o is not None]
         # stepped by hand on sync steps: a prepared scheduler steps once per process
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0,
-        )
+        warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(getattr(o, "optimizer", o), warm) for o in self.optimizers]
         self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
                                    batch_size=cfg.rollout.generation_batch_size)
         self.rewards = RewardRunner(reward_fn or reasoning_gym_reward)
@@ -120,12 +122,11 @@ class Trainer:
         bar = self.progress(range(self.start_step, cfg.train.steps))
         for step in bar:
             t0 = time.time()
-            problems = self.step_problems(step)
-            batch = self.rollout(problems, step)
-            self.score(batch)
-            metrics = self.train_on(batch)
+            batch, metrics = self.collect(step)
+            metrics.update(self.batch_metrics(batch))
+            metrics.update(self.train_on(batch))
             self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
-            metrics.update(self.batch_metrics(batch), **{"time/step": time.time() - t0})
+            metrics["time/step"] = time.time() - t0
             self.log(step + 1, metrics, bar)
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
                 self.evaluate(step + 1, tag=f"step-{step + 1}")
@@ -138,114 +139,181 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
 
-    def step_problems(self, step: int) -> list[Problem]:
-        """This process's share of the step's prompts; the same global draw on every rank."""
+    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """Roll out and score until this process holds its quota of kept groups.
+
+        Algorithms that keep every group need one round. Dynamic sampling (DAPO)
+        drops groups via `keep_group` and draws fresh prompts, at most
+        `max_gen_batches` rounds; every process then trains on the smallest
+        count any process reached, so shapes agree across processes.
+        """
+        quota = self.cfg.train.prompts_per_step // self.world
+        n = self.cfg.rollout.n
+        kept: list[RolloutBatch] = []
+        have = seen = rounds = 0
+        while have < quota and rounds < self.algorithm.max_gen_batches:
+            batch = self.rollout(self.step_problems(step, rounds), step, rounds)
+            self.score(batch)
+            groups = batch.rewards.view(-1, n)  # [prompts, n]: rollout keeps each group contiguous
+            keep = [g for g in range(groups.shape[0]) if self.algorithm.keep_group(groups[g])][: quota - have]
+            seen, rounds, have = seen + groups.shape[0], rounds + 1, have + len(keep)
+            kept.append(batch.select([g * n + j for g in keep for j in range(n)]))
+        batch = concat_batches(kept, self.tokenizer.pad_token_id)
+        fewest = have if self.world == 1 else self._min_over_processes(have)
+        if fewest < have:
+            batch = batch.select(list(range(fewest * n)))
+        if fewest == 0:
+            raise RuntimeError(f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
+                               "(every group's rewards were equal); nothing to train on")
+        if fewest < quota and self.algorithm.raise_on_shortfall:
+            raise RuntimeError(f"step {step + 1}: only {fewest} of {quota} groups per process kept after "
+                               f"{self.algorithm.max_gen_batches} generation rounds (algorithm.max_gen_batches)")
+        if self.algorithm.wants_greedy_baseline:
+            self.greedy_baseline(batch, step)
+        info = {"sampling/rounds": float(rounds), "sampling/groups_kept_frac": have / max(seen, 1),
+                "sampling/shortfall": float(quota - fewest)}
+        return batch, self.mean_over_processes(info)
+
+    def step_problems(self, step: int, round: int = 0) -> list[Problem]:
+        """This process's share of the step's prompts; the same global draw on every rank.
+
+        Round 0 walks a per-epoch permutation of the training set; refill rounds
+        (dynamic sampling) draw afresh, seeded by (step, round).
+        """
         n_train, k = len(self.train_problems), self.cfg.train.prompts_per_step
-        per_epoch = n_train // k
-        epoch, slot = divmod(step, per_epoch)
-        order = np.random.default_rng(self.cfg.train.seed * 7919 + epoch).permutation(n_train)
-        idx = order[slot * k:(slot + 1) * k]
+        if round == 0:
+            epoch, slot = divmod(step, n_train // k)
+            order = np.random.default_rng(self.cfg.train.seed * 7919 + epoch).permutation(n_train)
+            idx = order[slot * k:(slot + 1) * k]
+        else:
+            idx = np.random.default_rng([self.cfg.train.seed, step, round]).choice(n_train, k, replace=False)
         return [self.train_problems[i] for i in idx[self.rank::self.world]]
 
-    def rollout(self, problems: list[Problem], step: int) -> RolloutBatch:
-        torch.manual_seed(self.cfg.train.seed * 1_000_003 + step * self.world + self.rank)
+    def rollout(self, problems: list[Problem], step: int, round: int = 0) -> RolloutBatch:
+        torch.manual_seed(int(np.random.SeedSequence([self.cfg.train.seed, step, round, self.rank]).generate_state(1)[0]))
         r = self.cfg.rollout
         sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
         return self.engine.generate(problems, r.n, sampling).to(self.accelerator.device)
 
     def score(self, batch: RolloutBatch) -> None:
+        """Verifier rewards, plus overlong shaping when configured."""
         rewards, info = self.rewards(batch.problems, batch.completions)
+        rc = self.cfg.reward
+        if rc.overlong_buffer:
+            lengths = batch.response_mask.sum(-1).cpu()
+            rewards = rewards + overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, rc.overlong_buffer, rc.overlong_factor)
         batch.rewards = rewards.to(self.accelerator.device)
-        batch.extras.update(info)
+        batch.extras["reward/errors"] = batch.extras.get("reward/errors", 0.0) + info["reward/errors"]
+
+    def greedy_baseline(self, batch: RolloutBatch, step: int) -> None:
+        """One greedy response per prompt, scored; it is a baseline, never trained on."""
+        n = self.cfg.rollout.n
+        problems = batch.problems[::n]
+        greedy = self.engine.generate(problems, 1, Sampling(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens))
+        self.score(greedy)
+        batch.greedy_rewards = greedy.rewards.repeat_interleave(n).to(batch.rewards.device)  # [B]
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """Everything after scoring: log-probs, advantages, the update."""
+        """Everything after scoring: log-probs and values, advantages, the update."""
         self.reference_pass(batch)
         self.algorithm.compute_advantages(batch)
+        self.algorithm.prepare(batch)
         return self.update(batch)
 
     @torch.no_grad()
     def reference_pass(self, batch: RolloutBatch) -> None:
-        """Log-probs of the sampling policy (and of the reference model if used)."""
+        """Log-probs of the sampling policy, of the reference model, and critic values."""
         T = self.cfg.rollout.temperature
-        old, ref = [], []
+        old, ref, values = [], [], []
         for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size):
             old.append(response_logprobs(self.policy, mb, temperature=T)[0])
             if self.ref is not None:
                 ref.append(response_logprobs(self.ref, mb, temperature=T)[0])
+            if self.critic is not None:
+                values.append(response_values(self.critic, mb))
         batch.old_logprobs = torch.cat(old)
         batch.ref_logprobs = torch.cat(ref) if ref else None
+        batch.values = torch.cat(values) if values else None
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg, acc = self.cfg, self.accelerator
         B, M = len(batch), cfg.train.minibatches
-        size = B // M
         sums: dict[str, float] = {}
         count, losses, grad_norms = 0, [], []
-        gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.optimizer_steps_done())
+        gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.schedulers[0].last_epoch)
         want_entropy_grad = self.algorithm.config.entropy_coef > 0
-        self.policy.train()
+        for m in self.trained:
+            m.train()
         for _ in range(cfg.train.epochs):
             perm = torch.randperm(B, generator=gen)
-            for m in range(M):
-                mini = batch.select(perm[m * size:(m + 1) * size])
+            for part in torch.tensor_split(perm, M):
+                mini = batch.select(part)
                 mini.global_tokens = float(all_reduce_sum(mini.response_mask.sum().detach().cpu().double()))
                 mini.global_seqs = float(all_reduce_sum(torch.tensor(float(len(mini)), dtype=torch.float64)))
+                micros = list(self.micro_batches(mini, cfg.train.micro_batch_size))
                 step_loss = 0.0
-                for micro in self.micro_batches(mini, cfg.train.micro_batch_size):
-                    with acc.accumulate(self.policy):
-                        with torch.set_grad_enabled(True):
-                            logprobs, entropy = response_logprobs(self.policy, micro, temperature=cfg.rollout.temperature,
-                                                                  with_entropy=True)
-                            if not want_entropy_grad:
-                                entropy = entropy.detach()
-                            loss, metrics = self.algorithm.compute_loss(micro, logprobs, entropy=entropy)
-                        acc.backward(loss * self.world * self.grad_accum)
-                        step_loss += float(loss.detach())
-                        for k, v in metrics.items():
-                            sums[k] = sums.get(k, 0.0) + float(v)
-                        count += 1
-                        if acc.sync_gradients:
-                            if cfg.train.grad_clip:
-                                grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)))
-                            self.optimizer.step()
-                            self.scheduler.step()
-                            self.optimizer.zero_grad(set_to_none=True)
+                for i, micro in enumerate(micros):
+                    with self.sync_if(i == len(micros) - 1):
+                        logprobs, entropy = response_logprobs(self.policy, micro, temperature=cfg.rollout.temperature,
+                                                              with_entropy=True)
+                        if not want_entropy_grad:
+                            entropy = entropy.detach()
+                        values = response_values(self.critic, micro) if self.critic is not None else None
+                        loss, metrics = self.algorithm.compute_loss(micro, logprobs, values=values, entropy=entropy)
+                        acc.backward(loss * self.world)
+                    step_loss += float(loss.detach())
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                if cfg.train.grad_clip:
+                    grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)))
+                    if self.critic is not None:
+                        acc.clip_grad_norm_(self.critic.parameters(), cfg.train.grad_clip)
+                for opt, sched in zip(self.optimizers, self.schedulers):
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
                 losses.append(float(all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64))))
-        out = {k: v / count for k, v in sums.items()}
-        out = self.mean_over_processes(out)
+        out = self.mean_over_processes({k: v / count for k, v in sums.items()})
         out["loss"] = sum(losses) / len(losses)
-        out["lr"] = self.scheduler.get_last_lr()[0]
+        out["lr"] = self.schedulers[0].get_last_lr()[0]
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
 
     # ------------------------------------------------------------ helpers
 
-    def _check_batch_shape(self, world: int) -> int:
-        """Gradient-accumulation steps, or a ConfigError naming the keys that do not divide."""
-        t, n = self.cfg.train, self.cfg.rollout.n
+    @contextlib.contextmanager
+    def sync_if(self, last: bool):
+        """Accumulate gradients locally unless this is the minibatch's last micro-batch."""
+        acc = self.accelerator
+        acc.gradient_state._set_sync_gradients(last)  # DeepSpeed takes its accumulation boundary from this
+        with contextlib.ExitStack() as stack:
+            if not last:
+                for m in self.trained:
+                    stack.enter_context(acc.no_sync(m))
+            yield
+        acc.gradient_state._set_sync_gradients(True)
+
+    def _check_batch_shape(self, world: int) -> None:
+        t = self.cfg.train
         if t.prompts_per_step % world:
             raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} must be divisible by the {world} processes")
-        local = t.prompts_per_step // world * n
-        if local % t.minibatches:
-            raise ConfigError(f"train.minibatches={t.minibatches} must divide the {local} samples per process "
-                              f"(prompts_per_step/processes x rollout.n)")
-        mini = local // t.minibatches
-        if mini % t.micro_batch_size and t.micro_batch_size < mini:
-            raise ConfigError(f"train.micro_batch_size={t.micro_batch_size} must divide the {mini} samples per "
-                              f"minibatch on each process")
+        local = t.prompts_per_step // world * self.cfg.rollout.n
+        if t.minibatches > local:
+            raise ConfigError(f"train.minibatches={t.minibatches} exceeds the {local} samples per process")
         if t.prompts_per_step > self.cfg.data.train_size:
             raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} exceeds data.train_size={self.cfg.data.train_size}")
-        return max(1, mini // t.micro_batch_size)
 
     @staticmethod
     def micro_batches(batch: RolloutBatch, size: int):
         for s in range(0, len(batch), size):
             yield batch.select(list(range(s, min(s + size, len(batch)))))
 
-    def optimizer_steps_done(self) -> int:
-        return self.scheduler.last_epoch
+    def _min_over_processes(self, x: int) -> int:
+        t = torch.tensor([float(x)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        return int(t.item())
 
     def mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
         if not metrics or self.world == 1:
@@ -353,7 +421,8 @@ class Trainer:
         acc.save_state(str(path))
         if acc.is_main_process:
             # written last: a checkpoint without it is incomplete and ignored
-            (path / "trainer_state.json").write_text(json.dumps({"step": step, "scheduler": self.scheduler.state_dict()}))
+            state = {"step": step, "schedulers": [s.state_dict() for s in self.schedulers]}
+            (path / "trainer_state.json").write_text(json.dumps(state))
             for old in self.checkpoint_dirs()[:-c.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -367,7 +436,8 @@ class Trainer:
         last = dirs[-1]
         self.accelerator.load_state(str(last))
         state = json.loads((last / "trainer_state.json").read_text())
-        self.scheduler.load_state_dict(state["scheduler"])
+        for s, sd in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(sd)
         self.start_step = state["step"]
         if self.accelerator.is_main_process:
             for name in ("metrics.jsonl", "evals.jsonl"):
