@@ -15,13 +15,26 @@ from .base import (
     register_algorithm,
     registered_algorithms,
 )
+from .dapo import DAPO, DAPOConfig
 from .grpo import GRPO, GRPOConfig
+from .ppo import PPO, PPOConfig
+from .reinforce_pp import ReinforcePP, ReinforcePPConfig
+from .remax import ReMax
+from .rloo import RLOO
 
 __all__ = [
     "Algorithm",
     "AlgorithmConfig",
+    "DAPO",
+    "DAPOConfig",
     "GRPO",
     "GRPOConfig",
+    "PPO",
+    "PPOConfig",
+    "RLOO",
+    "ReMax",
+    "ReinforcePP",
+    "ReinforcePPConfig",
     "build_algorithm",
     "get_algorithm",
     "register_algorithm",

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlvr.batch import RolloutBatch
-from rlvr.losses import AGG_MODES, agg_loss, clipped_pg_loss, kl_penalty, masked_mean
+from rlvr.losses import AGG_MODES, agg_loss, all_reduce_sum, clipped_pg_loss, kl_penalty, masked_mean
 
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 assert set(AggMode.__args__) == set(AGG_MODES)
@@ -42,6 +42,9 @@ class AlgorithmConfig(BaseModel):
     clip_c: float | None = Field(3.0, gt=1, description="dual-clip constant for negative advantages; null disables")
     kl_coef: float = Field(0.0, ge=0, description="beta of the KL to the reference model; 0 = no reference model")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator: k1, k2, or k3 (low-variance)")
+    kl_in: Literal["loss", "reward"] = Field("loss", description="KL as a loss term (GRPO paper) or subtracted from token rewards (PPO-RLHF, REINFORCE++)")
+    kl_target: float | None = Field(None, gt=0, description="adaptive KL controller target (with kl_in=reward); null = fixed kl_coef")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon, in samples")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
     overlong_filter: bool = Field(False, description="mask truncated responses (no eos within max_new_tokens) out of the loss")
 
@@ -59,6 +62,7 @@ class Algorithm:
         self.config = config
         self.max_new_tokens = max_new_tokens
         self.group_size = group_size
+        self.kl_coef = config.kl_coef  # moves when the adaptive controller is on
         self.check()
 
     def check(self) -> None:
@@ -68,8 +72,9 @@ class Algorithm:
     def needs_reference(self) -> bool:
         return self.config.kl_coef > 0
 
-    def keep_group(self, rewards: torch.Tensor) -> bool:
-        """Whether a prompt group with these rewards enters the training batch."""
+    def keep_group(self, rewards: torch.Tensor, scores: torch.Tensor | None = None) -> bool:
+        """Whether a prompt group enters the training batch, given its rewards [n]
+        and its verifier scores before any shaping [n]."""
         return True
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
@@ -100,7 +105,7 @@ class Algorithm:
         )
         loss = agg_loss(pg, mask, c.loss_agg, **agg)
         metrics["pg_loss"] = loss.detach()
-        if c.kl_coef > 0:
+        if c.kl_coef > 0 and c.kl_in == "loss":
             kl = kl_penalty(logprobs, batch.ref_logprobs, c.kl_estimator)  # [B, R]
             kl_loss = agg_loss(kl, mask, c.loss_agg, **agg)
             loss = loss + c.kl_coef * kl_loss
@@ -110,6 +115,27 @@ class Algorithm:
             if c.entropy_coef > 0:
                 loss = loss - c.entropy_coef * agg_loss(entropy, mask, c.loss_agg, **agg)
         return loss, metrics
+
+    def token_rewards(self, batch: RolloutBatch, outcome: torch.Tensor | None = None) -> torch.Tensor:
+        """Token-level rewards [B, R]: the outcome (default: batch.rewards) on each
+        response's last token, minus kl_coef * KL(old || ref) on every token when
+        the KL sits in the reward. Updates the adaptive KL coefficient if enabled."""
+        outcome = batch.rewards if outcome is None else outcome
+        mask = batch.response_mask
+        last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+        r = torch.zeros_like(mask)
+        r[torch.arange(len(mask)), last] = outcome.to(r.dtype)
+        c = self.config
+        if c.kl_in == "reward" and c.kl_coef > 0:
+            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator) * mask  # [B, R]
+            r = r - self.kl_coef * kl
+            seq_kl = all_reduce_sum(torch.stack([kl.sum().double().cpu(), torch.tensor(float(len(mask)), dtype=torch.float64)]))
+            batch.metrics["kl"] = float(seq_kl[0] / seq_kl[1])  # mean per-sequence KL, all processes
+            batch.metrics["kl_coef"] = self.kl_coef
+            if c.kl_target:  # Ziegler et al. 2019
+                err = max(-0.2, min(0.2, batch.metrics["kl"] / c.kl_target - 1))
+                self.kl_coef *= 1 + err * float(seq_kl[1]) / c.kl_horizon
+        return r
 
     @property
     def norm_constant(self) -> float | None:

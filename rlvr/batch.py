@@ -26,7 +26,8 @@ class RolloutBatch:
     problems: list[Problem]
     completions: list[str]
     truncated: torch.Tensor  # [B] bool: no eos within max_new_tokens
-    rewards: torch.Tensor | None = None  # [B]
+    rewards: torch.Tensor | None = None  # [B] what the algorithm optimises (after shaping)
+    scores: torch.Tensor | None = None  # [B] the verifier's score, before shaping
     old_logprobs: torch.Tensor | None = None  # [B, R]
     ref_logprobs: torch.Tensor | None = None  # [B, R]
     values: torch.Tensor | None = None  # [B, R]
@@ -37,6 +38,7 @@ class RolloutBatch:
     global_seqs: float | None = None
     greedy_rewards: torch.Tensor | None = None  # [B] reward of the greedy response to this sample's prompt (ReMax)
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # scalars to log for this step (e.g. kl, kl_coef)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -94,5 +96,6 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(rmask), prompt_len=P,
         group=torch.cat(groups), problems=[p for b in batches for p in b.problems],
         completions=[c for b in batches for c in b.completions], truncated=torch.cat([b.truncated for b in batches]),
-        rewards=cat("rewards"), greedy_rewards=cat("greedy_rewards"), extras=dict(batches[0].extras),
+        rewards=cat("rewards"), scores=cat("scores"), greedy_rewards=cat("greedy_rewards"), extras=dict(batches[0].extras),
+        metrics={k: sum(b.metrics.get(k, 0.0) for b in batches) for b0 in batches[:1] for k in b0.metrics},
     )

@@ -125,6 +125,7 @@ class Trainer:
             batch, metrics = self.collect(step)
             metrics.update(self.batch_metrics(batch))
             metrics.update(self.train_on(batch))
+            metrics.update({k: v for k, v in batch.metrics.items() if k not in metrics})  # the algorithm's own
             self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
             metrics["time/step"] = time.time() - t0
             self.log(step + 1, metrics, bar)
@@ -154,8 +155,8 @@ class Trainer:
         while have < quota and rounds < self.algorithm.max_gen_batches:
             batch = self.rollout(self.step_problems(step, rounds), step, rounds)
             self.score(batch)
-            groups = batch.rewards.view(-1, n)  # [prompts, n]: rollout keeps each group contiguous
-            keep = [g for g in range(groups.shape[0]) if self.algorithm.keep_group(groups[g])][: quota - have]
+            groups, scores = batch.rewards.view(-1, n), batch.scores.view(-1, n)  # [prompts, n]: groups are contiguous
+            keep = [g for g in range(len(groups)) if self.algorithm.keep_group(groups[g], scores[g])][: quota - have]
             seen, rounds, have = seen + groups.shape[0], rounds + 1, have + len(keep)
             kept.append(batch.select([g * n + j for g in keep for j in range(n)]))
         batch = concat_batches(kept, self.tokenizer.pad_token_id)
@@ -198,12 +199,13 @@ class Trainer:
     def score(self, batch: RolloutBatch) -> None:
         """Verifier rewards, plus overlong shaping when configured."""
         rewards, info = self.rewards(batch.problems, batch.completions)
+        batch.scores = rewards.to(self.accelerator.device)
         rc = self.cfg.reward
         if rc.overlong_buffer:
             lengths = batch.response_mask.sum(-1).cpu()
             rewards = rewards + overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, rc.overlong_buffer, rc.overlong_factor)
         batch.rewards = rewards.to(self.accelerator.device)
-        batch.extras["reward/errors"] = batch.extras.get("reward/errors", 0.0) + info["reward/errors"]
+        batch.metrics["reward/errors"] = batch.metrics.get("reward/errors", 0.0) + info["reward/errors"]
 
     def greedy_baseline(self, batch: RolloutBatch, step: int) -> None:
         """One greedy response per prompt, scored; it is a baseline, never trained on."""
@@ -328,7 +330,7 @@ class Trainer:
         lens = batch.response_lengths.double().cpu()
         s = all_reduce_sum(torch.stack([
             torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), (r ** 2).sum(), lens.sum(),
-            batch.truncated.double().sum().cpu(), torch.tensor(batch.extras.get("reward/errors", 0.0), dtype=torch.float64),
+            batch.truncated.double().sum().cpu(), torch.tensor(batch.metrics.get("reward/errors", 0.0), dtype=torch.float64),
         ]))
         n = s[0]
         mean = s[1] / n

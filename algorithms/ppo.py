@@ -1,0 +1,78 @@
+"""PPO for language models (Schulman et al. 2017; Ouyang et al. 2022).
+
+A critic V (the policy's architecture with a scalar value head) estimates the
+value of each response prefix. With token rewards r_t (the outcome on the last
+token, minus beta * KL_t when the KL sits in the reward) and V masked to the
+response:
+
+    delta_t = r_t + gamma * V_{t+1} - V_t
+    A_t     = delta_t + gamma * lambda * A_{t+1}          (GAE)
+    returns = A + V                                        (before whitening)
+    A       = whiten(A) over the global batch
+
+Loss = clipped policy loss + vf_coef * 0.5 * max((v - ret)^2, (clip(v, v_old +- c_v) - ret)^2),
+both aggregated with `loss_agg`.
+
+Choices (verl): gamma = lambda = 1; value clip 0.5; dual clip c = 3; KL in the
+reward with k1 when enabled (PPO-RLHF), off by default (Yue et al.); the critic
+has its own AdamW (`critic_lr`, default the policy's lr).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from rlvr.batch import RolloutBatch
+from rlvr.losses import agg_loss, masked_mean, value_loss, whiten
+
+from .base import Algorithm, AlgorithmConfig, register_algorithm
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimates over the masked tokens. [B, R] x3 -> [B, R]"""
+    r, v = rewards * mask, values * mask  # value past the last token is 0
+    adv = torch.zeros_like(r)
+    last = torch.zeros_like(r[:, 0])
+    next_v = torch.zeros_like(r[:, 0])
+    for t in reversed(range(r.shape[1])):  # vectorised over the batch
+        delta = r[:, t] + gamma * next_v - v[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        adv[:, t] = last
+        next_v = v[:, t]
+    return adv
+
+
+class PPOConfig(AlgorithmConfig):
+    gamma: float = Field(1.0, ge=0, le=1, description="discount")
+    lam: float = Field(1.0, ge=0, le=1, description="GAE lambda")
+    value_clip: float | None = Field(0.5, gt=0, description="clip the new value to v_old +- value_clip; null disables")
+    vf_coef: float = Field(1.0, ge=0, description="weight of the value loss")
+    critic_lr: float | None = Field(None, gt=0, description="critic learning rate; null = train.lr")
+    kl_in: Literal["loss", "reward"] = Field("reward", description="KL placement (PPO-RLHF: in the reward)")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="KL estimator")
+
+
+@register_algorithm("ppo")
+class PPO(Algorithm):
+    Config = PPOConfig
+    needs_critic = True
+
+    def critic_lr(self, policy_lr: float) -> float:
+        return self.config.critic_lr or policy_lr
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        mask = batch.response_mask
+        adv = gae(self.token_rewards(batch), batch.values, mask, self.config.gamma, self.config.lam)
+        batch.returns = adv + batch.values * mask  # [B, R]
+        batch.advantages = whiten(adv, mask)
+
+    def compute_loss(self, batch, logprobs, values=None, entropy=None):
+        loss, metrics = super().compute_loss(batch, logprobs, entropy=entropy)
+        vl, vm = value_loss(values, batch.values, batch.returns, batch.response_mask, clip_range=self.config.value_clip)
+        v = agg_loss(vl, batch.response_mask, self.config.loss_agg, global_tokens=batch.global_tokens,
+                     global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
+        metrics.update(vm, value_loss=v.detach(), value_mean=masked_mean(values.detach(), batch.response_mask))
+        return loss + self.config.vf_coef * v, metrics

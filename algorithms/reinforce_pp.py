@@ -1,0 +1,66 @@
+"""REINFORCE++ (Hu et al. 2025, arXiv 2501.03262) and its group-baseline variant.
+
+REINFORCE++ (`baseline: false`): token rewards r_t are the outcome R on the last
+token minus beta * KL_t (k1, in the reward); the advantage is the return-to-go
+
+    G_t = sum_{s >= t} gamma^{s-t} r_s
+
+whitened over all response tokens of the global batch (mean and Bessel variance
+reduced across processes). No critic, no groups: it works with G = 1.
+
+REINFORCE++-baseline (`baseline: true`), the variant RLVR studies use with
+G > 1: the outcome is first centred by its group mean, R_i - mean_g(R), then the
+same return-to-go and global whitening.
+
+Choices: KL goes in the reward with the k1 estimator (the paper's placement), but
+kl_coef defaults to 0 as Yue et al. train; gamma = 1; whitening uses Bessel's
+correction (verl; OpenRLHF's biased variance is `unbiased_whiten: false`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from rlvr.batch import RolloutBatch
+from rlvr.losses import whiten
+
+from .base import Algorithm, AlgorithmConfig, register_algorithm
+from .grpo import group_mean_std
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = r_t + gamma * G_{t+1} over the masked tokens. [B, R] -> [B, R]"""
+    r = rewards * mask
+    if gamma == 1.0:
+        return r.flip(-1).cumsum(-1).flip(-1) * mask
+    out = torch.zeros_like(r)
+    running = torch.zeros_like(r[:, 0])
+    for t in reversed(range(r.shape[1])):  # vectorised over the batch
+        running = r[:, t] + gamma * running
+        out[:, t] = running
+    return out * mask
+
+
+class ReinforcePPConfig(AlgorithmConfig):
+    baseline: bool = Field(False, description="subtract the group-mean reward first (REINFORCE++-baseline)")
+    gamma: float = Field(1.0, ge=0, le=1, description="discount of the return-to-go")
+    unbiased_whiten: bool = Field(True, description="Bessel-corrected variance in the whitening (verl); false = OpenRLHF")
+    kl_in: Literal["loss", "reward"] = Field("reward", description="KL placement (REINFORCE++: in the reward)")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="KL estimator (REINFORCE++: k1)")
+
+
+@register_algorithm("reinforce_pp")
+class ReinforcePP(Algorithm):
+    Config = ReinforcePPConfig
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        outcome = batch.rewards
+        if self.config.baseline:
+            mean, _ = group_mean_std(outcome, batch.group)
+            outcome = outcome - mean
+        returns = returns_to_go(self.token_rewards(batch, outcome), batch.response_mask, self.config.gamma)
+        batch.returns = returns
+        batch.advantages = whiten(returns, batch.response_mask, unbiased=self.config.unbiased_whiten)  # [B, R]
