@@ -118,3 +118,103 @@ def verdict(b: dict, m: dict, cov: dict, label: str) -> str:
 
 def notes(comp: dict) -> list[str]:
     return [f"> note: {n}" for n in comp.get("notes", [])] + ([""] if comp.get("notes") else [])
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def gather_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One record per finished cell: its settings, eval metrics and wall time."""
+    import json
+
+    rows = []
+    for cell in sorted(Path(sweep_dir).iterdir()):
+        meta, metrics = cell / "cell.json", cell / "eval" / "metrics.json"
+        if not (cell.is_dir() and meta.is_file() and metrics.is_file()):
+            continue
+        settings = json.loads(meta.read_text())["settings"]
+        r = json.loads(metrics.read_text())
+        steps = [json.loads(l) for l in (cell / "metrics.jsonl").read_text().splitlines() if l.strip()] \
+            if (cell / "metrics.jsonl").is_file() else []
+        rows.append({"cell": cell.name, "settings": settings, "result": r,
+                     "train_time_s": sum(s.get("time/step", 0.0) for s in steps), "eval_time_s": r.get("wall_time_s", 0.0)})
+    return rows
+
+
+def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
+    """report.md, report.csv, pass_at_k_all.png and dse_bars.png, seeds aggregated as mean and spread."""
+    import csv
+
+    import numpy as np
+
+    from .plots import plot_dse_bars
+
+    sweep_dir = Path(sweep_dir)
+    cells = gather_cells(sweep_dir)
+    if not cells:
+        raise FileNotFoundError(f"{sweep_dir}: no finished cells (each needs cell.json and eval/metrics.json)")
+    groups: dict[str, list[dict]] = {}
+    for c in cells:
+        key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
+        groups.setdefault(key, []).append(c)
+
+    def stat(vals):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return None, None
+        return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+    table, curves, dse_bars = [], {}, {}
+    base_curve = None
+    for key, cs in groups.items():
+        label = cs[0]["result"]["label"]
+        rec = {"setting": key, "seeds": len(cs)}
+        K = cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None
+        per = {
+            "pass@1": [_get(c["result"][c["result"]["label"]], 1)["mean"] for c in cs],
+            f"pass@{K}": [(_get(c["result"][c["result"]["label"]], K) or {}).get("mean") for c in cs] if K else [],
+            f"base pass@{K}": [(_get(c["result"]["base_metrics"], K) or {}).get("mean") for c in cs if "base_metrics" in c["result"]] if K else [],
+            "dSE": [c["result"]["comparison"]["dse"]["dse"] for c in cs if "comparison" in c["result"]],
+            "k*": [c["result"]["comparison"]["crossover_k"] for c in cs if "comparison" in c["result"]],
+            "gained": [c["result"]["comparison"]["coverage"]["model_only"] for c in cs if "comparison" in c["result"]],
+            "lost": [c["result"]["comparison"]["coverage"]["base_only"] for c in cs if "comparison" in c["result"]],
+            "wall time (s)": [c["train_time_s"] + c["eval_time_s"] for c in cs],
+        }
+        for name, vals in per.items():
+            rec[name], rec[name + " sd"] = stat(vals)
+        table.append(rec)
+        first = cs[0]["result"]
+        curves[key] = {int(k): float(np.mean([_get(c["result"][c["result"]["label"]], int(k))["mean"] for c in cs]))
+                       for k in first[first["label"]]["pass_at_k"]}
+        if "base_metrics" in first and base_curve is None:
+            base_curve = {int(k): v["mean"] for k, v in first["base_metrics"]["pass_at_k"].items()}
+        if rec["dSE"] is not None:
+            dse_bars[key] = (rec["dSE"], rec["dSE"] - (rec["dSE sd"] or 0), rec["dSE"] + (rec["dSE sd"] or 0))
+    cols = [c for c in table[0] if not c.endswith(" sd") and c not in ("setting", "seeds")]
+    md = ["# Sweep report", "", f"{len(cells)} finished cells in {sweep_dir}; seeds aggregated as mean ± sd.", "",
+          "| setting | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for rec in table:
+        cells_txt = []
+        for c in cols:
+            v, sd = rec[c], rec[c + " sd"]
+            if v is None:
+                cells_txt.append("n/a")
+            elif c.startswith(("pass@", "base pass@", "dSE")):
+                cells_txt.append(f"{100 * v:.1f} ± {100 * sd:.1f}")
+            else:
+                cells_txt.append(f"{v:.1f} ± {sd:.1f}")
+        md.append(f"| {rec['setting']} | {rec['seeds']} | " + " | ".join(cells_txt) + " |")
+    md += ["", "pass@k and dSE in points (%); k* = smallest k where the base matches or beats the model;",
+           "gained / lost = problems solvable by the model only / by the base only.",
+           "Plots: pass_at_k_all.png, dse_bars.png.", ""]
+    out = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv"}
+    out["md"].write_text("\n".join(md))
+    with open(out["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    all_curves = ({"base": base_curve} if base_curve else {}) | curves
+    out["pass_at_k"] = plot_pass_at_k(all_curves, sweep_dir / "pass_at_k_all.png", base_label="base")
+    if dse_bars:
+        out["dse"] = plot_dse_bars(dse_bars, sweep_dir / "dse_bars.png")
+    return out

@@ -80,6 +80,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rlvr.sweep import run_sweep
+
+    run_sweep(args.sweep, launcher=args.launcher, only=args.only)
+    if args.launcher == "inprocess":
+        from rlvr.eval.report import write_sweep_report
+        from rlvr.sweep import load_sweep
+
+        out = write_sweep_report(load_sweep(args.sweep)[0].output_dir)
+        print(out["md"].read_text())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlvr.eval.report import write_sweep_report
+
+    out = write_sweep_report(args.dir)
+    print(out["md"].read_text())
+    print("rlvr: wrote " + ", ".join(str(p) for p in out.values()))
+    return 0
+
+
 def cmd_build_base(args: argparse.Namespace) -> int:
     from rlvr.tiny import ensure_tiny_model
 
@@ -114,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--label", default="model", help="name of the evaluated model in tables and plots")
     e.add_argument("--out", help="eval directory (default: next to --model)")
     e.set_defaults(func=cmd_eval)
+    s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
+    s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
+    s.add_argument("--launcher", choices=["inprocess", "print", "accelerate"], default="inprocess",
+                   help="run cells here, print their accelerate commands, or run those commands")
+    s.add_argument("--only", type=int, help="run only the first N cells")
+    s.set_defaults(func=cmd_sweep)
+    r = sub.add_parser("report", help="table and plots over a sweep's finished cells")
+    r.add_argument("dir", help="sweep output directory")
+    r.set_defaults(func=cmd_report)
     b = sub.add_parser("build-base", help="build (or find cached) the embedded tiny base model; prints its path")
     b.add_argument("--cache-dir", default=None)
     b.add_argument("--force", action="store_true", help="rebuild even if cached")

@@ -140,6 +140,8 @@ class Trainer:
         self.save_final()
         if cfg.eval.after:
             self.evaluate(cfg.train.steps, tag="final")
+        if self.accelerator.is_main_process:
+            (self.out / "train_done.json").write_text(json.dumps({"steps": cfg.train.steps, "evals": self.eval_results}))
         self.accelerator.end_training()
         return {"evals": self.eval_results}
 

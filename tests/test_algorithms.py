@@ -5,8 +5,8 @@ options, the registry, and two real training steps of each on a random model."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from helpers import make_random_model
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch
 from rlvr.config import ConfigError
-from rlvr.losses import agg_loss, kl_penalty
 from rlvr.tasks import Problem
 
 LN2 = math.log(2.0)
@@ -631,7 +630,6 @@ def train_two_steps(tmp_path, model, algorithm: dict, reward_fn=hashed_reward):
     cfg = load_config(write_config(tmp_path / "c.yaml", model, algorithm=algorithm))
     trainer = Trainer(cfg, reward_fn=reward_fn)
     trainer.fit()
-    import json
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     return trainer, rows
 

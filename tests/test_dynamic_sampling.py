@@ -86,7 +86,8 @@ def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_mo
 
     def reward(problems, completions):
         # whole groups are constant (0.0) for one prompt-hash parity; the others vary per completion
-        return [0.0 if h(p.prompt) % 2 == const["parity"] else completion_reward(c) for p, c in zip(problems, completions)]
+        return [0.0 if h(p.prompt) % 2 == const["parity"] else completion_reward(c)
+                for p, c in zip(problems, completions)]
 
     trainer = make_trainer(tmp_path, random_model, reward, monkeypatch)
     # make round 0 hold at least one constant group, so one round cannot be enough

@@ -1,0 +1,200 @@
+"""`rlvr sweep SWEEP.yaml`: ablations as a grid of runs, each followed by its eval.
+
+A sweep file names a base recipe and axes:
+
+    base: ../tiny/grpo.yaml                # relative to the sweep file
+    output_dir: runs/sweeps/six_algorithms_tiny
+    axes:
+      algorithm: [grpo, ppo, rloo]         # replaces the whole algorithm: section
+      seed: [0, 1]                         # train.seed
+      train.lr: [1.0e-4, 3.0e-4]           # any dotted key
+    algorithms:                            # per-algorithm options used when that algorithm is chosen
+      ppo: {critic_lr: 1.0e-3}
+    overrides: [train.steps=20]            # applied to every cell
+    eval: {n: 16, problems: 200}           # the eval after each run (rlvr eval settings)
+
+Each cell gets a directory named by its settings. A cell whose eval is written
+is skipped on a rerun; a cell whose training stopped resumes from its latest
+checkpoint (or restarts), and a trained cell without an eval is only evaluated.
+`--launcher print` prints the `accelerate launch` commands instead of running
+them, `--launcher accelerate` runs each cell as such a command.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlvr.config import ConfigError, format_validation_error, load_config
+
+DONE = "cell_done.json"
+
+
+class SweepEval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int | None = Field(None, ge=1, description="samples per problem (default: the recipe's eval.final_n or eval.n)")
+    K: int | None = Field(None, ge=1, description="K of dSE (default: the recipe's eval.K)")
+    problems: int | None = Field(None, ge=1, description="first N held-out problems (default: all of data.eval_size)")
+    temperature: float | None = Field(None, ge=0, description="default: the recipe's eval.temperature")
+    top_p: float | None = Field(None, gt=0, le=1, description="default: the recipe's eval.top_p")
+    resamples: int = Field(1000, ge=10, description="bootstrap resamples")
+    perplexity: bool = Field(True, description="perplexity cross-terms")
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field(description="base recipe, relative to the sweep file")
+    output_dir: str = Field(description="sweep directory: one sub-directory per cell")
+    axes: dict[str, list[Any]] = Field(description="algorithm / seed / dotted key -> values; the grid is their product")
+    algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm options")
+    overrides: list[str] = Field(default_factory=list, description="dotted overrides applied to every cell")
+    eval: SweepEval = Field(default_factory=SweepEval, description="the eval after each run")
+    accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
+
+
+def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file not found: {p}")
+    raw = yaml.safe_load(p.read_text()) or {}
+    try:
+        sweep = SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{p}: " + format_validation_error(e, SweepConfig)) from None
+    base = (p.parent / sweep.base).resolve() if not Path(sweep.base).is_absolute() else Path(sweep.base)
+    if not base.is_file():
+        raise ConfigError(f"{p}: base recipe not found: {base}")
+    for key, values in sweep.axes.items():
+        if not values:
+            raise ConfigError(f"{p}: axes.{key} has no values")
+    if "algorithm" in sweep.axes:
+        from rlvr.algorithms import build_algorithm
+
+        for name in sweep.axes["algorithm"]:  # fail before the first cell, not at the fifth
+            build_algorithm({"name": name, **sweep.algorithms.get(name, {})})
+    return sweep, base
+
+
+def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
+    keys = list(sweep.axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.axes[k] for k in keys))]
+
+
+def cell_name(settings: dict[str, Any]) -> str:
+    parts = []
+    for k, v in settings.items():
+        short = k.split(".")[-1] if k not in ("algorithm",) else ""
+        parts.append(f"{short}{v}" if short else str(v))
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(parts))
+
+
+def write_cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any], out: Path) -> Path:
+    """The base recipe with this cell's algorithm section swapped in whole (options of one
+    algorithm are not valid for another), saved in the cell directory."""
+    raw = yaml.safe_load(base.read_text()) or {}
+    if "algorithm" in settings:
+        name = settings["algorithm"]
+        raw["algorithm"] = {"name": name, **sweep.algorithms.get(name, {})}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def cell_overrides(sweep: SweepConfig, settings: dict[str, Any], out: Path) -> list[str]:
+    """Dotted overrides that turn the cell recipe into this cell."""
+    ov = list(sweep.overrides)
+    for k, v in settings.items():
+        if k == "algorithm":
+            continue
+        if k == "seed":
+            ov.append(f"train.seed={v}")
+        else:
+            ov.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
+    ov.append(f"output_dir={out}")
+    return ov
+
+
+def cell_state(out: Path) -> str:
+    if (out / DONE).is_file():
+        return "done"
+    if (out / "final" / "config.json").is_file() and (out / "train_done.json").is_file():
+        return "trained"
+    if (out / "checkpoints").is_dir() or (out / "metrics.jsonl").is_file():
+        return "partial"
+    return "new"
+
+
+def run_sweep(path: str | Path, *, launcher: str = "inprocess", only: int | None = None) -> list[Path]:
+    sweep, base = load_sweep(path)
+    root = Path(sweep.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    grid = cells(sweep)
+    (root / "sweep.json").write_text(json.dumps({"sweep": str(path), "base": str(base), "cells": grid}, indent=1))
+    dirs = []
+    for i, settings in enumerate(grid[:only] if only else grid):
+        out = root / cell_name(settings)
+        dirs.append(out)
+        overrides = cell_overrides(sweep, settings, out)
+        state = cell_state(out)
+        print(f"[{i + 1}/{len(grid)}] {out.name}: {state}", flush=True)
+        if state == "done":
+            continue
+        recipe = write_cell_recipe(sweep, base, settings, out)
+        if launcher == "print":
+            print("\n".join(launch_commands(sweep, recipe, overrides, out)))
+            continue
+        (out / "cell.json").write_text(json.dumps({"settings": settings, "overrides": overrides}, indent=1))
+        t0 = time.time()
+        if launcher == "accelerate":
+            for cmd in launch_commands(sweep, recipe, overrides, out)[1 if state == "trained" else 0:]:
+                subprocess.run(shlex.split(cmd), check=True)
+        else:
+            run_cell_inprocess(sweep, recipe, overrides, out, train=state != "trained")
+        (out / DONE).write_text(json.dumps({"settings": settings, "last_session_s": time.time() - t0}))
+    return dirs
+
+
+def eval_args(sweep: SweepConfig) -> list[str]:
+    e = sweep.eval
+    args = [f"--resamples={e.resamples}"]
+    for flag, v in (("--n", e.n), ("--K", e.K), ("--problems", e.problems), ("--temperature", e.temperature),
+                    ("--top-p", e.top_p)):
+        if v is not None:
+            args.append(f"{flag}={v}")
+    if not e.perplexity:
+        args.append("--no-perplexity")
+    return args
+
+
+def launch_commands(sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path) -> list[str]:
+    acc = f"--config_file {sweep.accelerate_config} " if sweep.accelerate_config else ""
+    train = f"accelerate launch {acc}-m rlvr train {recipe} " + " ".join(shlex.quote(o) for o in overrides)
+    ev = f"{sys.executable} -m rlvr eval --model {out / 'final'} --label {out.name} " + " ".join(eval_args(sweep))
+    return [train, ev]
+
+
+def run_cell_inprocess(sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path, train: bool = True) -> None:
+    from rlvr.cli import main as cli_main
+
+    if train:
+        from rlvr.trainer import Trainer
+
+        trainer = Trainer(load_config(recipe, overrides))
+        trainer.fit()
+        del trainer
+        gc.collect()
+    rc = cli_main(["eval", "--model", str(out / "final"), "--label", out.name, *eval_args(sweep)])
+    if rc:
+        raise RuntimeError(f"eval of {out} failed with exit code {rc}")
