@@ -127,7 +127,7 @@ class Algorithm:
         r[torch.arange(len(mask)), last] = outcome.to(r.dtype)
         c = self.config
         if c.kl_in == "reward" and c.kl_coef > 0:
-            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator) * mask  # [B, R]
+            kl = torch.where(mask.bool(), kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator), 0.0)  # [B, R]
             r = r - self.kl_coef * kl
             seq_kl = all_reduce_sum(torch.stack([kl.sum().double().cpu(), torch.tensor(float(len(mask)), dtype=torch.float64)]))
             batch.metrics["kl"] = float(seq_kl[0] / seq_kl[1])  # mean per-sequence KL, all processes

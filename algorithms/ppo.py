@@ -33,7 +33,8 @@ from .base import Algorithm, AlgorithmConfig, register_algorithm
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     """Generalised advantage estimates over the masked tokens. [B, R] x3 -> [B, R]"""
-    r, v = rewards * mask, values * mask  # value past the last token is 0
+    keep = mask.bool()
+    r, v = torch.where(keep, rewards, 0.0), torch.where(keep, values, 0.0)  # value past the last token is 0; where, not *, so junk (even inf) on padding cannot leak
     adv = torch.zeros_like(r)
     last = torch.zeros_like(r[:, 0])
     next_v = torch.zeros_like(r[:, 0])
@@ -66,7 +67,7 @@ class PPO(Algorithm):
     def compute_advantages(self, batch: RolloutBatch) -> None:
         mask = batch.response_mask
         adv = gae(self.token_rewards(batch), batch.values, mask, self.config.gamma, self.config.lam)
-        batch.returns = adv + batch.values * mask  # [B, R]
+        batch.returns = adv + torch.where(mask.bool(), batch.values, 0.0)  # [B, R]
         batch.advantages = whiten(adv, mask)
 
     def compute_loss(self, batch, logprobs, values=None, entropy=None):

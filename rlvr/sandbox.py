@@ -311,11 +311,11 @@ def _run(code: str, *, python: str, drop_uid: bool, timeout: float, memory_mb: i
                                 start_new_session=True, cwd=workdir, env={"PATH": "/usr/bin:/bin"})
         os.close(status_w)
         status_w = -1
-        try:
-            proc.wait(timeout + 10.0)  # the launcher enforces `timeout`; this is the backstop
-        except subprocess.TimeoutExpired:
+        # the launcher enforces `timeout` and closes the status pipe as it exits; this is the backstop
+        ready, _, _ = select.select([status_r], [], [], timeout + 10.0)
+        if not ready:
             _kill_everything(proc.pid, uid)
-            proc.wait()
+        proc.wait()
         report = _read_report(status_r)
         if not report and proc.returncode is not None and proc.returncode >= 0:
             report = {"launcher_failed": proc.returncode}

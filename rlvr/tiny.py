@@ -38,6 +38,7 @@ budget (~1 min) goes to optimizer steps instead. The measured comparison is in t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -65,14 +66,14 @@ _SETTINGS: dict[str, Any] = {
     "tokenizer": {"kind": "bpe-bytelevel-digits", "vocab_size": 320},
     "model": {
         "family": "qwen2",
-        "hidden_size": 128,
-        "intermediate_size": 256,
+        "hidden_size": 64,
+        "intermediate_size": 128,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
         "max_position_embeddings": 64,
     },
-    "train": {"steps": 600, "batch_size": 64, "lr": 3e-3, "warmup": 50, "weight_decay": 0.0,
+    "train": {"steps": 1500, "batch_size": 64, "lr": 3e-3, "warmup": 50, "weight_decay": 0.0,
               "min_lr_ratio": 0.1},
 }
 
@@ -96,7 +97,7 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> pathlib.Path:
 # --------------------------------------------------------------------------- tokenizer
 
 
-def _build_tokenizer(texts: Sequence[str], vocab_size: int):
+def _build_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -119,7 +120,7 @@ def _build_tokenizer(texts: Sequence[str], vocab_size: int):
         pad_token=PAD_TOKEN,
         padding_side="left",
         clean_up_tokenization_spaces=False,
-        model_max_length=_SETTINGS["model"]["max_position_embeddings"],
+        model_max_length=model_max_length,
     )
 
 
@@ -223,35 +224,37 @@ def _train(model, examples, train_cfg: dict[str, Any], pad_id: int, seed: int, p
 # --------------------------------------------------------------------------- public API
 
 
-def build_tiny_model(out_dir, *, seed: int = 0, progress: bool = True,
-                     _settings: dict[str, Any] | None = None) -> pathlib.Path:
+def build_tiny_model(out_dir, *, seed: int = 0, progress: bool = True) -> pathlib.Path:
     """Build the tiny base (tokenizer + SFT-trained Qwen2) into `out_dir`; returns the path.
 
-    Deterministic for a given `seed` on CPU. Writes in place: use `ensure_tiny_model` for the
-    cached, atomic version.
+    Always on CPU with 2 torch threads (restored afterwards), deterministic for a given `seed`
+    on a given machine; the caller's RNG state is left untouched. Writes in place: use
+    `ensure_tiny_model` for the cached, atomic version.
     """
     import torch
 
     from rlvr.tasks import reasoning_gym_problems
 
-    settings = _settings or _SETTINGS
+    settings = _SETTINGS
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        task = settings["task"]
-        problems = reasoning_gym_problems(task["name"], task["config"], split="train",
-                                          size=settings["n_train"], seed=seed)
-        random.Random(seed).shuffle(problems)
-        tokenizer = _build_tokenizer([p.prompt + " " + p.answer for p in problems],
-                                     settings["tokenizer"]["vocab_size"])
-        torch.manual_seed(seed)
-        model = _build_model(settings["model"], tokenizer)
-        examples = _encode_examples(problems, tokenizer)
-        final_loss = _train(model, examples, settings["train"], tokenizer.pad_token_id, seed,
-                            progress)
+        with torch.random.fork_rng(devices=[]):
+            task = settings["task"]
+            problems = reasoning_gym_problems(task["name"], task["config"], split="train",
+                                              size=settings["n_train"], seed=seed)
+            random.Random(seed).shuffle(problems)
+            tokenizer = _build_tokenizer([p.prompt + " " + p.answer for p in problems],
+                                         settings["tokenizer"]["vocab_size"],
+                                         settings["model"]["max_position_embeddings"])
+            torch.manual_seed(seed)
+            model = _build_model(settings["model"], tokenizer)
+            examples = _encode_examples(problems, tokenizer)
+            final_loss = _train(model, examples, settings["train"], tokenizer.pad_token_id,
+                                seed, progress)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         info = {
@@ -262,19 +265,41 @@ def build_tiny_model(out_dir, *, seed: int = 0, progress: bool = True,
             "final_train_loss_ema": final_loss,
             "build_seconds": round(time.time() - t0, 2),
         }
+        # Written last: its presence is what marks a directory as a finished checkpoint.
         (out / _MARKER).write_text(json.dumps(info, indent=2, sort_keys=True))
     finally:
         torch.set_num_threads(prev_threads)
     return out
 
 
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+    """Exclusive advisory lock (POSIX flock); a no-op where flock is unavailable."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # e.g. a filesystem without locks
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def ensure_tiny_model(cache_dir=None, *, force: bool = False) -> pathlib.Path:
     """Path to the cached tiny base model, building it first if missing (or if `force`).
 
-    Cache root: `cache_dir`, else $RLVR_CACHE, else ~/.cache/rlvr; the directory is
-    `<root>/tiny-<hash of build settings>`. The build goes into a temp dir in the same root
-    and is renamed into place, so a finished-looking directory is always complete; when
-    several processes build at once, the first rename wins and the others discard theirs.
+    Cache root: `cache_dir`, else $RLVR_CACHE, else ~/.cache/rlvr; the checkpoint lives in
+    `<root>/tiny-<hash of all build settings>`, so changing a setting builds a new one. The
+    build goes into a temp dir in the same root and is renamed into place, so a directory
+    that looks finished always is. Concurrent callers (e.g. several accelerate ranks)
+    serialize on a file lock: one builds, the others wait and reuse its result; where locks
+    are unavailable, each builds and the first rename wins.
     """
     seed = 0
     root = _cache_root(cache_dir)
@@ -282,24 +307,32 @@ def ensure_tiny_model(cache_dir=None, *, force: bool = False) -> pathlib.Path:
     final = root / f"tiny-{_settings_key(_SETTINGS, seed)}"
     if (final / _MARKER).is_file() and not force:
         return final
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
-    try:
-        build_tiny_model(tmp, seed=seed, progress=True)
-        if force and final.exists():
-            old = root / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
-            try:
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            except FileNotFoundError:
-                pass
+    with _file_lock(root / f".{final.name}.lock"):
+        if (final / _MARKER).is_file() and not force:
+            return final  # built by another process while we waited
+        # Leftovers of builds that were killed (we hold the lock, so none is live unless
+        # locking is unsupported; the age check covers that case).
+        for stale in root.glob(f".{final.name}.building-*"):
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
         try:
-            os.rename(tmp, final)  # atomic; fails if another process already finished
-        except OSError:
-            if not (final / _MARKER).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_model(tmp, seed=seed, progress=True)
+            if final.exists() and (force or not (final / _MARKER).is_file()):
+                old = root / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
+                try:
+                    os.rename(final, old)  # move aside, then delete: never half-deleted
+                    shutil.rmtree(old, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rename(tmp, final)  # atomic; fails if another process got there first
+            except OSError:
+                if not (final / _MARKER).is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -318,16 +351,18 @@ def sample_pass_rates(model, tokenizer, problems, n: int, *, temperature: float 
 
     from rlvr.tasks import score_reasoning_gym
 
-    if seed is not None:
-        torch.manual_seed(seed)
     flat = [p for p in problems for _ in range(n)]
     texts: list[str] = []
     model.eval()
-    with torch.no_grad():
+    dev = model.device
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         for start in range(0, len(flat), batch_size):
             chunk = flat[start: start + batch_size]
             enc = tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True,
-                            add_special_tokens=False, padding_side="left")
+                            add_special_tokens=False, padding_side="left").to(dev)
             out = model.generate(
                 **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                 max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,

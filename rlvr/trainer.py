@@ -170,12 +170,12 @@ class Trainer:
         fewest = have if self.world == 1 else self._min_over_processes(have)
         if fewest < have:
             batch = batch.select(list(range(fewest * n)))
-        if fewest == 0:
-            raise RuntimeError(f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
-                               "(every group's rewards were equal); nothing to train on")
         if fewest < quota and self.algorithm.raise_on_shortfall:
             raise RuntimeError(f"step {step + 1}: only {fewest} of {quota} groups per process kept after "
                                f"{self.algorithm.max_gen_batches} generation rounds (algorithm.max_gen_batches)")
+        if fewest == 0:
+            raise RuntimeError(f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
+                               "(every group's rewards were equal); nothing to train on")
         if self.algorithm.wants_greedy_baseline:
             self.greedy_baseline(batch, step)
         info = {"sampling/rounds": float(rounds), "sampling/groups_kept_frac": have / max(seen, 1),

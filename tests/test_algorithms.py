@@ -340,9 +340,6 @@ def test_ppo_values_on_padding_do_not_leak(junk):
         torch.testing.assert_close(dirty.returns, clean.returns, rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="algorithms/ppo.py gae(): `values * mask` turns a non-finite value "
-                   "on padding into NaN (inf * 0), which then flows into the last real token's delta; "
-                   "rlvr/losses.py promises garbage under mask 0 (even inf/NaN) never reaches a result")
 def test_ppo_nonfinite_values_on_padding_do_not_leak():
     clean, dirty = ppo_batch(0.0), ppo_batch(float("inf"))
     a = algo("ppo")
@@ -351,9 +348,6 @@ def test_ppo_nonfinite_values_on_padding_do_not_leak():
     torch.testing.assert_close(dirty.advantages, clean.advantages)
 
 
-@pytest.mark.xfail(strict=True, reason="algorithms/base.py token_rewards(): `kl_penalty(old, ref) * mask` turns "
-                   "a NaN log-prob on padding into a NaN token reward (NaN * 0), and returns_to_go's reversed "
-                   "cumsum carries it onto every real token of the row, then whitening onto the whole batch")
 def test_nonfinite_logprobs_on_padding_do_not_leak_into_kl_reward():
     clean, dirty = rpp_kl_batch(), rpp_kl_batch()
     dirty.old_logprobs[1, 1:] = float("nan")  # row 1 has one real token; the rest is padding

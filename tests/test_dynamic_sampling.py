@@ -117,9 +117,6 @@ def test_dapo_constant_rewards_raise_after_max_gen_batches(tmp_path, random_mode
     assert trainer.rounds_seen == [0, 1, 2]  # exactly max_gen_batches rounds, then stop
 
 
-@pytest.mark.xfail(strict=True, reason="rlvr/trainer.py collect(): when NO group is kept, the `fewest == 0` check "
-                   "raises 'no prompt group was kept after 3 generation rounds' before the on_shortfall=raise "
-                   "check, so the error never names algorithm.max_gen_batches (the knob to turn)")
 def test_dapo_constant_rewards_on_shortfall_raise_names_max_gen_batches(tmp_path, random_model, monkeypatch):
     constant = lambda problems, completions: [1.0] * len(completions)
     trainer = make_trainer(tmp_path, random_model, constant, monkeypatch, max_gen_batches=3, on_shortfall="raise")
