@@ -82,6 +82,7 @@ class EvalConfig(_Section):
     threshold: float = Field(1.0, description="a sample counts as correct when its reward >= threshold")
     K: int = Field(256, ge=1, description="K of the sampling-efficiency gap pass@K(base) - pass@1(model); clipped to n")
     final_n: int | None = Field(None, ge=1, description="samples per problem in the full eval of the final model (rlvr eval); null = n")
+    full: bool = Field(False, description="after training, write the full eval of final/ vs the base (samples, metrics.json, plots, summary.md) to output_dir/eval")
 
     @model_validator(mode="after")
     def _ks_fit(self) -> "EvalConfig":

@@ -89,7 +89,7 @@ class Trainer:
         self.algorithm = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
         self.train_problems, self.eval_problems = load_problems(cfg)
         with acc.main_process_first():  # rank 0 builds the embedded model once
-            path = resolve_model_path(cfg.model.path)
+            path = self.model_path = resolve_model_path(cfg.model.path)
         model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -140,6 +140,8 @@ class Trainer:
         self.save_final()
         if cfg.eval.after:
             self.evaluate(cfg.train.steps, tag="final")
+        if cfg.eval.full:
+            self.full_eval()
         if self.accelerator.is_main_process:
             (self.out / "train_done.json").write_text(json.dumps({"steps": cfg.train.steps, "evals": self.eval_results}))
         self.accelerator.end_training()
@@ -381,38 +383,69 @@ class Trainer:
 
     # ------------------------------------------------------------ eval
 
-    def evaluate(self, step: int, tag: str) -> dict[str, Any]:
-        """Held-out pass@k, sampled on every process's share of the eval problems."""
-        from rlvr.eval.passk import mean_pass_at_k
+    def eval_spec(self, n: int | None = None) -> "EvalSpec":
+        from rlvr.eval.runner import EvalSpec
 
         e = self.cfg.eval
-        problems = self.eval_problems[self.rank::self.world]
-        torch.manual_seed(self.cfg.train.seed + 99991 + self.rank)  # same draws for base and final
-        sampling = Sampling(temperature=e.temperature, top_p=e.top_p, top_k=0, max_new_tokens=self.cfg.rollout.max_new_tokens)
-        batch = self.engine.generate(problems, e.n, sampling)
-        rewards, _ = self.rewards(batch.problems, batch.completions)
-        correct = (rewards >= e.threshold).view(len(problems), e.n).sum(-1)  # [problems]
-        counts = self.gather_counts(correct)
-        n = np.full(len(counts), e.n)
-        result = {"step": step, "tag": tag, "problems": len(counts), "n": e.n}
+        return EvalSpec(n=n or e.n, temperature=e.temperature, top_p=e.top_p,
+                        max_new_tokens=self.cfg.rollout.max_new_tokens, seed=self.cfg.train.seed, K=e.K,
+                        threshold=e.threshold, batch_size=self.cfg.rollout.generation_batch_size)
+
+    def evaluate(self, step: int, tag: str) -> dict[str, Any]:
+        """Held-out pass@k (and dSE, k*, coverage against the base), sampled on every
+        process's share of the eval problems. The base's samples come from the
+        cache, or are this call's samples when the policy is still the base."""
+        from rlvr.eval.passk import mean_pass_at_k
+        from rlvr.eval.runner import base_cache_path, comparison_metrics, counts, read_jsonl, sample_rows, write_jsonl
+
+        e, spec = self.cfg.eval, self.eval_spec()
+        spec.seed += self.rank  # each process draws its own samples
+        rows = sample_rows(self.engine, self.eval_problems[self.rank::self.world], spec, self.rewards,
+                           desc=f"eval {tag}", progress=False)
+        rows = self.gather_rows(rows)
+        order = [p.id for p in self.eval_problems]
+        n, c = counts(rows, order)
+        cache = base_cache_path(self.model_path, self.eval_problems, self.eval_spec())
+        if tag == "base" and self.accelerator.is_main_process and not cache.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(cache, rows)  # the policy is the base model here
+        result: dict[str, Any] = {"step": step, "tag": tag, "problems": len(order), "n": e.n}
         for k in e.ks:
-            result[f"pass@{k}"] = round(mean_pass_at_k(n, counts, k), 6)
-        result["reward/mean"] = float(all_reduce_sum(rewards.double().sum()) / (len(counts) * e.n))
+            result[f"pass@{k}"] = round(mean_pass_at_k(n, c, k), 6)
+        result["reward/mean"] = float(np.mean([r["reward"] for r in rows]))
+        if tag != "base" and cache.is_file():
+            comp = comparison_metrics(rows, read_jsonl(cache), order, self.eval_spec())
+            result.update({f"dSE@{comp['K']}": round(comp["dse"]["dse"], 6), "crossover_k": comp["crossover_k"],
+                           "gained": comp["coverage"]["model_only"], "lost": comp["coverage"]["base_only"]})
         self.eval_results.append(result)
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "evals.jsonl", "a") as f:
                 f.write(json.dumps(result) + "\n")
         if self.cfg.tracking.report_to:
-            self.accelerator.log({f"eval/{k}": v for k, v in result.items() if k.startswith("pass@")}, step=step)
+            self.accelerator.log({f"eval/{k}": v for k, v in result.items()
+                                  if isinstance(v, (int, float)) and k not in ("step", "problems", "n")}, step=step)
         return result
 
-    def gather_counts(self, correct: torch.Tensor) -> np.ndarray:
+    def full_eval(self) -> None:
+        """The complete eval of final/ against the base (rlvr eval), written to output_dir/eval."""
+        from rlvr.eval.runner import run_eval
+
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            e = self.cfg.eval
+            spec = self.eval_spec(e.final_n)
+            run_eval(model_path=str(self.out / "final"), base_path=self.model_path, problems=self.eval_problems,
+                     spec=spec, score=self.rewards, out_dir=self.out / "eval", label="final",
+                     progress=self.cfg.tracking.progress)
+        self.accelerator.wait_for_everyone()
+
+    def gather_rows(self, rows: list[dict]) -> list[dict]:
         if self.world == 1:
-            return correct.numpy()
+            return rows
         parts = [None] * self.world
-        torch.distributed.all_gather_object(parts, correct.tolist())
-        return np.array([c for p in parts for c in p])
+        torch.distributed.all_gather_object(parts, rows)
+        return [r for p in parts for r in p]
 
     # ------------------------------------------------------------ checkpoints
 

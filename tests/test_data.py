@@ -105,13 +105,15 @@ def test_parquet(tmp_path):
 
 
 def test_datasets_load_dataset_on_a_local_directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # keep ~/.cache clean
     d = tmp_path / "ds"
     d.mkdir()
     write_jsonl(d / "train.jsonl", math_rows(20))
     write_jsonl(d / "test.jsonl", math_rows(5))
     train, evals = load_problems(DataConfig(name=str(d), split="train", eval_split="test", columns=MATH_COLUMNS))
-    assert (len(train), len(evals)) == (20, 5) and train[1].answer == "8"
+    assert (len(train), len(evals)) == (20, 5) and train[1].answer == "9"
 
 
 def test_a_hub_name_offline_is_a_clear_error():
