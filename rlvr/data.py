@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from rlvr.tasks import Problem, humaneval_problems, reasoning_gym_problems, split_of
 from rlvr.templates import TEMPLATES, apply_template
 
-SOURCES = ("reasoning_gym", "jsonl", "parquet", "hf", "humaneval")
 RG_TRAIN_SIZE, RG_EVAL_SIZE = 2000, 256  # reasoning-gym defaults (files default to all rows)
 _SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -183,7 +182,7 @@ def _from_hub(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     return _split_size(*_hash_split(train), cfg, f"{where} split {cfg.split!r}")
 
 
-def _load_hf(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
+def _load_hf(cfg: DataConfig, split: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         import datasets
 

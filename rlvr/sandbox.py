@@ -28,6 +28,8 @@ How a program is contained (each step falls back, and says so in `isolation`):
   At exit, timeout or kill, every process of the sandbox uid is killed with
   kill(-1) run as that uid (which catches children that left the process
   group with setsid), or, without a uid of its own, the child's process group.
+  The world-writable /tmp, /var/tmp and /dev/shm stay writable (there is no
+  mount namespace); what the uid left there is deleted after each program.
 """
 
 from __future__ import annotations
@@ -339,6 +341,7 @@ def _run(code: str, *, python: str, drop_uid: bool, timeout: float, memory_mb: i
         shutil.rmtree(workdir, ignore_errors=True)
         if uid is not None:
             _kill_uid(uid)  # nothing should be left; be sure before the uid is reused
+            _remove_files_of(uid)
             _uids.release(uid)
 
 
@@ -417,6 +420,32 @@ def _kill_uid(uid: int) -> None:
         subprocess.run([sys.executable, "-I", "-S", "-c", _KILL_AS_UID, str(uid)], env={},
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         time.sleep(0.05)
+
+
+_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: the one place outside its dir a program can write
+
+
+def _remove_files_of(uid: int) -> None:
+    """Delete what the sandbox uid left in the shared temporary directories.
+
+    Without this, a program could leave a file there for a later program run
+    under the same uid (an answer cache is a reward hack).
+    """
+    for d in _SHARED_DIRS:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
 
 
 def _kill_everything(pgid: int, uid: int | None) -> None:

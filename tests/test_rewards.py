@@ -145,7 +145,7 @@ def test_every_humaneval_canonical_solution_scores_1_and_a_broken_one_0(humaneva
     assert info["reward/code_tests"] == 1.0 and info["reward/errors"] == 0
     broken = ["    return None\n", "    pass\n", "    while True:\n        pass\n", "    return (\n"]
     some = humaneval[:4]
-    rewards, info = runner(some, broken)
+    rewards, info = RewardRunner(build_reward(RewardConfig(workers=2, timeout=2), DataConfig(source="humaneval")))(some, broken)
     assert rewards.tolist() == [0.0] * 4
     assert info["reward/timeouts"] == 1  # the infinite loop
 

@@ -125,6 +125,18 @@ def test_cannot_write_outside_its_directory():
         shutil.rmtree(d)
 
 
+@needs_uid
+def test_nothing_is_left_in_shared_temp_dirs_for_the_next_program():
+    code = ("import os\nfor d in ('/tmp', '/dev/shm'):\n"
+            "    open(os.path.join(d, 'rlvr-answer-cache'), 'w').write('42')\n"
+            "    os.makedirs(os.path.join(d, 'rlvr-cache-dir', 'sub'), exist_ok=True)\n")
+    r = run_program(code, timeout=5)
+    assert r.passed, r.stderr
+    for d in ("/tmp", "/dev/shm"):
+        assert not os.path.exists(os.path.join(d, "rlvr-answer-cache"))
+        assert not os.path.exists(os.path.join(d, "rlvr-cache-dir"))
+
+
 def test_cannot_open_a_network_connection():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
