@@ -59,7 +59,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg_path = args.config or find_run_config(args.model)
     cfg = load_config(cfg_path, args.overrides)
     base = cfg.model.path if args.base is None else (None if args.base == "none" else args.base)
-    _, problems = load_problems(cfg)
+    tokenizer = None
+    if cfg.data.template == "chat":  # the same prompt for model and base: the evaluated model's chat template
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model or cfg.model.path)
+    _, problems = load_problems(cfg, tokenizer)
     if args.problems:
         problems = problems[: args.problems]
     e = cfg.eval

@@ -17,6 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rlvr.data import DataConfig  # the data: and reward: sections live with their code
+from rlvr.rewards import RewardConfig
+
 TINY_MODEL = "tiny"  # model.path value that selects the embedded base model
 
 
@@ -34,14 +37,6 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory in the policy's update pass")
 
 
-class DataConfig(_Section):
-    task: str = Field("chain_sum", description="reasoning-gym dataset name whose problems are trained on")
-    task_config: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for reasoning_gym.create_dataset")
-    train_size: int = Field(2000, ge=1, description="distinct training problems (train split)")
-    eval_size: int = Field(256, ge=1, description="distinct held-out problems (eval split, disjoint by prompt hash)")
-    seed: int = Field(0, description="seed for drawing problems")
-
-
 class RolloutConfig(_Section):
     engine: Literal["hf", "vllm"] = Field("hf", description="rollout backend: transformers generate, or vLLM (GPU, optional extra)")
     n: int = Field(8, ge=1, description="samples per prompt (group size G)")
@@ -50,11 +45,6 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 disables")
     max_new_tokens: int = Field(16, ge=1, description="maximum response length in tokens")
     generation_batch_size: int = Field(256, ge=1, description="sequences generated per generate() call on one process")
-
-
-class RewardConfig(_Section):
-    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong shaping: penalise the last N tokens before rollout.max_new_tokens; 0 = off")
-    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong shaping: penalty at the maximum length")
 
 
 class TrainConfig(_Section):
@@ -110,7 +100,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="problems")
     algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo"}, description="algorithm name and its own hyperparameters")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="sampling for training")
-    reward: RewardConfig = Field(default_factory=RewardConfig, description="reward shaping")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="verifiers, their weights, and reward shaping")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out pass@k during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing and resume")

@@ -38,9 +38,12 @@ from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.losses import all_reduce_sum
 from rlvr.models import (load_model_and_tokenizer, load_value_model, resolve_model_path, response_logprobs,
                          response_values)
-from rlvr.rewards import RewardFn, RewardRunner, overlong_penalty, reasoning_gym_reward
+from rlvr.data import load_problems as load_data
+from rlvr.rewards import RewardFn, RewardRunner, build_reward, overlong_penalty
 from rlvr.rollout import Sampling, build_engine
-from rlvr.tasks import Problem, reasoning_gym_problems
+from rlvr.tasks import Problem
+
+COUNTED = ("reward/errors", "reward/timeouts")  # verifier metrics that are counts, not means
 
 
 def make_accelerator(cfg: RunConfig, world: int):
@@ -53,44 +56,36 @@ def make_accelerator(cfg: RunConfig, world: int):
     return Accelerator(log_with=cfg.tracking.report_to or None, project_dir=cfg.output_dir, kwargs_handlers=handlers)
 
 
-def load_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
-    d = cfg.data
-    try:
-        import reasoning_gym.factory as factory
-
-        if d.task not in factory.DATASETS:
-            import difflib
-
-            close = difflib.get_close_matches(d.task, factory.DATASETS, n=3)
-            raise ConfigError(f"data.task: unknown reasoning-gym task {d.task!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-        train = reasoning_gym_problems(d.task, d.task_config, "train", d.train_size, d.seed)
-        evals = reasoning_gym_problems(d.task, d.task_config, "eval", d.eval_size, d.seed + 1)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError, AssertionError) as e:
-        raise ConfigError(f"data.task_config: {d.task!r} rejected {d.task_config}: {e}") from None
-    return train, evals
+def load_problems(cfg: RunConfig, tokenizer=None) -> tuple[list[Problem], list[Problem]]:
+    """(train, eval) problems of the data: section; `tokenizer` only for data.template=chat."""
+    return load_data(cfg.data, tokenizer)
 
 
 def build_reward_fn(cfg: RunConfig) -> RewardFn:
-    """The verifier for this run's data (reasoning-gym's own scorer for its tasks)."""
-    return reasoning_gym_reward
+    """The weighted verifiers of the reward: section (default: the data's own)."""
+    return build_reward(cfg.reward, cfg.data)
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
+        chat = cfg.data.template == "chat"  # the model's chat template: problems wait for the tokenizer
+        self.train_problems, self.eval_problems = ([], []) if chat else load_problems(cfg)
+        reward_fn = reward_fn or build_reward_fn(cfg)  # a bad reward stops the run here, before the model loads
+        if not chat:
+            self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
         self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
         self.rank, self.world = acc.process_index, acc.num_processes
         torch.manual_seed(cfg.train.seed)
 
         self.algorithm = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
-        self.train_problems, self.eval_problems = load_problems(cfg)
         with acc.main_process_first():  # rank 0 builds the embedded model once
             path = self.model_path = resolve_model_path(cfg.model.path)
         model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
+        if chat:
+            self.train_problems, self.eval_problems = load_problems(cfg, self.tokenizer)
+            self._check_batch_shape(self.world)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.ref = None
@@ -112,7 +107,7 @@ class Trainer:
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(getattr(o, "optimizer", o), warm) for o in self.optimizers]
         self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
                                    batch_size=cfg.rollout.generation_batch_size)
-        self.rewards = RewardRunner(reward_fn or build_reward_fn(cfg))
+        self.rewards = RewardRunner(reward_fn)
         self.start_step = 0
         self.eval_results: list[dict[str, Any]] = []
 
@@ -161,9 +156,11 @@ class Trainer:
         n = self.cfg.rollout.n
         kept: list[RolloutBatch] = []
         have = seen = rounds = 0
+        verifier: dict[str, float] = {}  # counts summed, means weighted by samples scored
         while have < quota and rounds < self.algorithm.max_gen_batches:
             batch = self.rollout(self.step_problems(step, rounds), step, rounds)
-            self.score(batch)
+            for k, v in self.score(batch).items():
+                verifier[k] = verifier.get(k, 0.0) + (v if k in COUNTED else v * len(batch))
             groups, scores = batch.rewards.view(-1, n), batch.scores.view(-1, n)  # [prompts, n]: groups are contiguous
             keep = [g for g in range(len(groups)) if self.algorithm.keep_group(groups[g], scores[g])][: quota - have]
             seen, rounds, have = seen + groups.shape[0], rounds + 1, have + len(keep)
@@ -182,7 +179,13 @@ class Trainer:
             self.greedy_baseline(batch, step)
         info = {"sampling/rounds": float(rounds), "sampling/groups_kept_frac": have / max(seen, 1),
                 "sampling/shortfall": float(quota - fewest)}
-        return batch, self.mean_over_processes(info)
+        info.update({k: v / (seen * n) for k, v in verifier.items() if k not in COUNTED})
+        info = self.mean_over_processes(info)
+        counted = sorted(k for k in verifier if k in COUNTED)
+        if counted:
+            totals = all_reduce_sum(torch.tensor([verifier[k] for k in counted], dtype=torch.float64))
+            info.update(zip(counted, totals.tolist()))
+        return batch, info
 
     def step_problems(self, step: int, round: int = 0) -> list[Problem]:
         """This process's share of the step's prompts; the same global draw on every rank.
@@ -205,8 +208,8 @@ class Trainer:
         sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
         return self.engine.generate(problems, r.n, sampling).to(self.accelerator.device)
 
-    def score(self, batch: RolloutBatch) -> None:
-        """Verifier rewards, plus overlong shaping when configured."""
+    def score(self, batch: RolloutBatch) -> dict[str, float]:
+        """Verifier rewards, plus overlong shaping when configured; returns the verifiers' metrics."""
         rewards, info = self.rewards(batch.problems, batch.completions)
         batch.scores = rewards.to(self.accelerator.device)
         rc = self.cfg.reward
@@ -214,7 +217,7 @@ class Trainer:
             lengths = batch.response_mask.sum(-1).cpu()
             rewards = rewards + overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, rc.overlong_buffer, rc.overlong_factor)
         batch.rewards = rewards.to(self.accelerator.device)
-        batch.metrics["reward/errors"] = batch.metrics.get("reward/errors", 0.0) + info["reward/errors"]
+        return info
 
     def greedy_baseline(self, batch: RolloutBatch, step: int) -> None:
         """One greedy response per prompt, scored; it is a baseline, never trained on."""
@@ -313,8 +316,9 @@ class Trainer:
         local = t.prompts_per_step // world * self.cfg.rollout.n
         if t.minibatches > local:
             raise ConfigError(f"train.minibatches={t.minibatches} exceeds the {local} samples per process")
-        if t.prompts_per_step > self.cfg.data.train_size:
-            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} exceeds data.train_size={self.cfg.data.train_size}")
+        if t.prompts_per_step > len(self.train_problems):
+            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} exceeds the {len(self.train_problems)} "
+                              "training problems (data.train_size)")
 
     @staticmethod
     def micro_batches(batch: RolloutBatch, size: int):
@@ -339,7 +343,7 @@ class Trainer:
         lens = batch.response_lengths.double().cpu()
         s = all_reduce_sum(torch.stack([
             torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), (r ** 2).sum(), lens.sum(),
-            batch.truncated.double().sum().cpu(), torch.tensor(batch.metrics.get("reward/errors", 0.0), dtype=torch.float64),
+            batch.truncated.double().sum().cpu(),
         ]))
         n = s[0]
         mean = s[1] / n
@@ -348,7 +352,6 @@ class Trainer:
             "reward/std": float(torch.sqrt(torch.clamp(s[2] / n - mean ** 2, min=0))),
             "response_len/mean": float(s[3] / n),
             "response/truncated_frac": float(s[4] / n),
-            "reward/errors": float(s[5]),
         }
 
     def progress(self, it):

@@ -279,8 +279,6 @@ def _decimal(answer: str) -> str:
     return str(int(m.group(1)) / 2) if m else answer
 
 
-@pytest.mark.xfail(reason="needs wiring by lead: rlvr.config must use rlvr.data.DataConfig and "
-                          "rlvr.rewards.RewardConfig, and the trainer load_problems/build_reward", strict=False)
 def test_short_training_run_on_a_jsonl_math_dataset(tmp_path, math_jsonl):
     from rlvr.config import load_config
     from rlvr.trainer import Trainer
@@ -310,8 +308,6 @@ def test_short_training_run_on_a_jsonl_math_dataset(tmp_path, math_jsonl):
     assert out["evals"][-1]["tag"] == "final"
 
 
-@pytest.mark.xfail(reason="needs wiring by lead: load_config must validate data/reward with the new sections",
-                   strict=False)
 def test_bad_input_stops_load_config_with_one_message(tmp_path):
     from rlvr.config import load_config
 
