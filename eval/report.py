@@ -18,7 +18,7 @@ def pct(x: float | None) -> str:
 
 def write_eval_report(out: Path, r: dict[str, Any]) -> list[Path]:
     label = r["label"]
-    m = r[label]
+    m = r["model_metrics"]
     b = r.get("base_metrics")
     comp = r.get("comparison")
     curves = {label: _curve(m)}
@@ -42,7 +42,7 @@ def write_eval_report(out: Path, r: dict[str, Any]) -> list[Path]:
 
 def summary_markdown(r: dict[str, Any]) -> str:
     label = r["label"]
-    m, b, comp = r[label], r.get("base_metrics"), r.get("comparison")
+    m, b, comp = r["model_metrics"], r.get("base_metrics"), r.get("comparison")
     spec = r["spec"]
     ks = sorted(int(k) for k in m["pass_at_k"])
     lines = [f"# Eval: {label}" + (" vs base" if b else ""), ""]
@@ -171,8 +171,8 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
         rec = {"setting": key, "seeds": len(cs)}
         K = cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None
         per = {
-            "pass@1": [_get(c["result"][c["result"]["label"]], 1)["mean"] for c in cs],
-            f"pass@{K}": [(_get(c["result"][c["result"]["label"]], K) or {}).get("mean") for c in cs] if K else [],
+            "pass@1": [_get(c["result"]["model_metrics"], 1)["mean"] for c in cs],
+            f"pass@{K}": [(_get(c["result"]["model_metrics"], K) or {}).get("mean") for c in cs] if K else [],
             f"base pass@{K}": [(_get(c["result"]["base_metrics"], K) or {}).get("mean") for c in cs if "base_metrics" in c["result"]] if K else [],
             "dSE": [c["result"]["comparison"]["dse"]["dse"] for c in cs if "comparison" in c["result"]],
             "k*": [c["result"]["comparison"]["crossover_k"] for c in cs if "comparison" in c["result"]],
@@ -184,8 +184,8 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
             rec[name], rec[name + " sd"] = stat(vals)
         table.append(rec)
         first = cs[0]["result"]
-        curves[key] = {int(k): float(np.mean([_get(c["result"][c["result"]["label"]], int(k))["mean"] for c in cs]))
-                       for k in first[first["label"]]["pass_at_k"]}
+        curves[key] = {int(k): float(np.mean([_get(c["result"]["model_metrics"], int(k))["mean"] for c in cs]))
+                       for k in first["model_metrics"]["pass_at_k"]}
         if "base_metrics" in first and base_curve is None:
             base_curve = {int(k): v["mean"] for k, v in first["base_metrics"]["pass_at_k"].items()}
         if rec["dSE"] is not None:

@@ -152,6 +152,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def apply_threshold(rows: list[dict], threshold: float) -> list[dict]:
+    """Recompute `correct` from `reward` (cached samples may have been scored under another threshold)."""
+    for r in rows:
+        r["correct"] = bool(r["reward"] >= threshold)
+    return rows
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
@@ -197,7 +204,7 @@ def cached_base_rows(base_path: str, problems: list[Problem], spec: EvalSpec, ma
     """The base model's samples for this eval set and sampling: from the cache, or made and cached."""
     path = base_cache_path(base_path, problems, spec)
     if path.is_file():
-        return read_jsonl(path), True
+        return apply_threshold(read_jsonl(path), spec.threshold), True
     rows = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, rows)
@@ -312,8 +319,8 @@ def run_eval(
     else:
         raise ValueError("rlvr eval needs --model or --samples")
     write_jsonl(out / f"samples_{label}.jsonl", rows)
-    result: dict[str, Any] = {"spec": asdict(spec), "model": model_path, "base": base_path, "label": label,
-                              label: model_metrics(rows, order, spec)}
+    result: dict[str, Any] = {"spec": asdict(spec), "label": label, "model_path": model_path, "base_path": base_path,
+                              "model_metrics": model_metrics(rows, order, spec)}
 
     base_rows = None
     if base_samples:

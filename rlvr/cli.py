@@ -58,6 +58,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg_path = args.config or find_run_config(args.model)
     cfg = load_config(cfg_path, args.overrides)
+    from rlvr.models import configure_cpu_threads
+
+    configure_cpu_threads(cfg.train.cpu_threads)
     base = cfg.model.path if args.base is None else (None if args.base == "none" else args.base)
     tokenizer = None
     if cfg.data.template == "chat":  # the same prompt for model and base: the evaluated model's chat template

@@ -59,6 +59,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimizer steps")
     grad_clip: float | None = Field(1.0, description="max global gradient norm; null disables")
     seed: int = Field(0, description="seed for sampling, shuffling and init")
+    cpu_threads: int = Field(1, ge=1, description="torch threads per process when running on CPU (1 is fastest for small models: measured 20x faster than 2 on a 2-core machine)")
 
 
 class EvalConfig(_Section):

@@ -196,5 +196,7 @@ def run_cell_inprocess(sweep: SweepConfig, recipe: Path, overrides: list[str], o
         del trainer
         gc.collect()
     rc = cli_main(["eval", "--model", str(out / "final"), "--label", out.name, *eval_args(sweep)])
+    if rc == 130:  # the CLI turned Ctrl-C into an exit code; keep it an interrupt
+        raise KeyboardInterrupt
     if rc:
         raise RuntimeError(f"eval of {out} failed with exit code {rc}")

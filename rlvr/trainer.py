@@ -36,7 +36,7 @@ from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.losses import all_reduce_sum
-from rlvr.models import (load_model_and_tokenizer, load_value_model, resolve_model_path, response_logprobs,
+from rlvr.models import (configure_cpu_threads, load_model_and_tokenizer, load_value_model, resolve_model_path, response_logprobs,
                          response_values)
 from rlvr.data import load_problems as load_data
 from rlvr.rewards import RewardFn, RewardRunner, build_reward, overlong_penalty
@@ -77,6 +77,7 @@ class Trainer:
             self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
         self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
         self.rank, self.world = acc.process_index, acc.num_processes
+        configure_cpu_threads(cfg.train.cpu_threads)
         torch.manual_seed(cfg.train.seed)
 
         self.algorithm = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
@@ -117,6 +118,9 @@ class Trainer:
         cfg = self.cfg
         self.write_run_files()
         self.maybe_resume()
+        if self.start_step == 0 and self.accelerator.is_main_process:
+            for name in ("metrics.jsonl", "evals.jsonl"):  # a restart without a checkpoint starts fresh
+                (self.out / name).unlink(missing_ok=True)
         if cfg.eval.before and self.start_step == 0:
             self.evaluate(step=0, tag="base")
         bar = self.progress(range(self.start_step, cfg.train.steps))
@@ -399,7 +403,7 @@ class Trainer:
         process's share of the eval problems. The base's samples come from the
         cache, or are this call's samples when the policy is still the base."""
         from rlvr.eval.passk import mean_pass_at_k
-        from rlvr.eval.runner import base_cache_path, comparison_metrics, counts, read_jsonl, sample_rows, write_jsonl
+        from rlvr.eval.runner import apply_threshold, base_cache_path, comparison_metrics, counts, read_jsonl, sample_rows, write_jsonl
 
         e, spec = self.cfg.eval, self.eval_spec()
         spec.seed += self.rank  # each process draws its own samples
@@ -417,7 +421,7 @@ class Trainer:
             result[f"pass@{k}"] = round(mean_pass_at_k(n, c, k), 6)
         result["reward/mean"] = float(np.mean([r["reward"] for r in rows]))
         if tag != "base" and cache.is_file():
-            comp = comparison_metrics(rows, read_jsonl(cache), order, self.eval_spec())
+            comp = comparison_metrics(rows, apply_threshold(read_jsonl(cache), e.threshold), order, self.eval_spec())
             result.update({f"dSE@{comp['K']}": round(comp["dse"]["dse"], 6), "crossover_k": comp["crossover_k"],
                            "gained": comp["coverage"]["model_only"], "lost": comp["coverage"]["base_only"]})
         self.eval_results.append(result)

@@ -1,0 +1,387 @@
+"""`rlvr sweep` and `rlvr report`: a grid of tiny runs that is interrupted and resumed, the
+per-cell eval, the aggregated report, the print launcher and the sweep file's errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import make_random_model
+
+TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CELLS = ["grpo-seed0", "grpo-seed1", "rloo-seed0", "rloo-seed1"]
+
+
+def graded_reward(problems, completions):
+    """Deterministic in the completion and the problem: 0, 0.5 or 1 (correct), so groups have spread."""
+    return [((sum(map(ord, c)) + len(p.prompt)) % 3) / 2 for p, c in zip(problems, completions)]
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    return make_random_model(tmp_path_factory.mktemp("model") / "m")
+
+
+def write_recipe(path: Path, model: Path) -> Path:
+    cfg = {
+        "output_dir": str(path.parent / "unused"),
+        "model": {"path": str(model)},
+        "data": {**TASK, "train_size": 8, "eval_size": 4},
+        "algorithm": {"name": "grpo"},
+        "rollout": {"n": 2, "max_new_tokens": 4},
+        "train": {"steps": 3, "prompts_per_step": 2, "micro_batch_size": 16, "lr": 1e-1, "grad_clip": None},
+        "eval": {"before": False, "after": False},
+        "checkpoint": {"every": 0},
+        "tracking": {"progress": False},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def write_sweep(path: Path, base: str, output_dir: Path, **extra) -> Path:
+    sweep = {"base": base, "output_dir": str(output_dir), "axes": {"algorithm": ["grpo", "rloo"], "seed": [0, 1]},
+             "overrides": ["train.steps=1"], "eval": {"n": 2, "problems": 4, "resamples": 50, "perplexity": False},
+             **extra}
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def cli(args) -> int:
+    from rlvr.cli import main
+
+    return main([str(a) for a in args])
+
+
+def is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 100 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+class Counting:
+    """Stands in for rlvr.trainer.Trainer: counts constructions; can interrupt one cell's training
+    (Ctrl-C right after its first step is logged)."""
+
+    def __init__(self, real, interrupt: str | None = None):
+        self.real, self.interrupt, self.made = real, interrupt, []
+
+    def __call__(self, cfg, reward_fn=None):
+        self.made.append(Path(cfg.output_dir).name)
+        trainer = self.real(cfg, reward_fn=reward_fn)
+        if self.interrupt and Path(cfg.output_dir).name == self.interrupt:
+            log = trainer.log
+
+            def log_then_interrupt(*args, **kwargs):
+                log(*args, **kwargs)
+                raise KeyboardInterrupt
+            trainer.log = log_then_interrupt
+        return trainer
+
+
+def interrupt_eval_of(label: str):
+    """A stand-in for rlvr.eval.runner.run_eval that is interrupted (Ctrl-C) for one cell's eval."""
+    import rlvr.eval.runner
+
+    real = rlvr.eval.runner.run_eval
+
+    def run_eval(**kw):
+        if kw.get("label") == label:
+            raise KeyboardInterrupt
+        return real(**kw)
+    return run_eval
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory, random_model):
+    """A 2 x 2 sweep (algorithm x seed): the third cell is interrupted while training, then on a rerun
+    the fourth while evaluating, then a third run finishes."""
+    import rlvr.eval.runner
+    import rlvr.trainer
+
+    d = tmp_path_factory.mktemp("sweep")
+    (d / "recipes").mkdir()
+    (d / "sweeps").mkdir()
+    write_recipe(d / "recipes" / "base.yaml", random_model)
+    sweep_file = write_sweep(d / "sweeps" / "s.yaml", "../recipes/base.yaml", d / "out")  # relative to the sweep file
+    out = d / "out"
+    info: dict = {"dir": d, "out": out, "sweep_file": sweep_file}
+    real = rlvr.trainer.Trainer
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RLVR_CACHE", str(d / "cache"))
+        mp.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
+        # 1: Ctrl-C in the third cell's training
+        counting = Counting(real, interrupt="rloo-seed0")
+        mp.setattr(rlvr.trainer, "Trainer", counting)
+        info["rc1"] = cli(["sweep", sweep_file])
+        info["made1"] = list(counting.made)
+        info["state1"] = {c: _state(out / c) for c in CELLS}
+        info["mtimes"] = {c: _mtimes(out / c) for c in CELLS[:2]}
+        info["cache_files"] = sorted(p.name for p in (d / "cache" / "eval").glob("*.jsonl"))
+        # 2: Ctrl-C in the fourth cell's eval
+        counting = Counting(real)
+        mp.setattr(rlvr.trainer, "Trainer", counting)
+        mp.setattr(rlvr.eval.runner, "run_eval", interrupt_eval_of("rloo-seed1"))
+        try:
+            info["rc2"] = cli(["sweep", sweep_file])
+        except Exception as e:  # noqa: BLE001 - recorded for the tests below
+            info["rc2"] = e
+        info["made2"] = list(counting.made)
+        info["state2"] = {c: _state(out / c) for c in CELLS}
+        mp.undo()
+        # 3: to the end
+        mp.setenv("RLVR_CACHE", str(d / "cache"))
+        mp.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
+        counting = Counting(real)
+        mp.setattr(rlvr.trainer, "Trainer", counting)
+        info["rc3"] = cli(["sweep", sweep_file])
+        info["made3"] = list(counting.made)
+        info["state3"] = {c: _state(out / c) for c in CELLS}
+    return info
+
+
+def _state(cell: Path) -> str:
+    from rlvr.sweep import cell_state
+
+    return cell_state(cell)
+
+
+def _mtimes(cell: Path) -> dict[str, int]:
+    return {str(p.relative_to(cell)): p.stat().st_mtime_ns for p in cell.rglob("*") if p.is_file()}
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_cells(sweep_run):
+    out = sweep_run["out"]
+    assert sweep_run["rc1"] == 130  # KeyboardInterrupt: the CLI says so and exits 130
+    assert sweep_run["made1"] == ["grpo-seed0", "grpo-seed1", "rloo-seed0"]
+    assert sweep_run["state1"] == {"grpo-seed0": "done", "grpo-seed1": "done", "rloo-seed0": "partial",
+                                   "rloo-seed1": "new"}
+    # the rerun retrains the interrupted cell (no checkpoint: it restarts) and trains the last one
+    assert sweep_run["made2"] == ["rloo-seed0", "rloo-seed1"]
+    assert sweep_run["state2"] == {"grpo-seed0": "done", "grpo-seed1": "done", "rloo-seed0": "done",
+                                   "rloo-seed1": "trained"}
+    # the cell whose eval was interrupted is only evaluated
+    assert sweep_run["rc3"] == 0
+    assert sweep_run["made3"] == []
+    assert set(sweep_run["state3"].values()) == {"done"}
+    for c in CELLS[:2]:  # nor re-evaluated: no file of theirs was touched
+        assert _mtimes(out / c) == sweep_run["mtimes"][c], c
+    # one base model, one eval set, one sampling setting: the base was sampled once for all cells
+    assert len(sweep_run["cache_files"]) == 1
+    assert len(list((sweep_run["dir"] / "cache" / "eval").glob("*.jsonl"))) == 1
+    for c in CELLS:
+        cell = out / c
+        for f in ("recipe.yaml", "config.yaml", "cell.json", "cell_done.json", "train_done.json", "metrics.jsonl",
+                  "final/config.json", "eval/metrics.json", "eval/summary.md", "eval/samples_base.jsonl"):
+            assert (cell / f).is_file(), (c, f)
+        assert is_png(cell / "eval" / "pass_at_k.png")
+        meta = json.loads((cell / "cell.json").read_text())
+        algo, seed = c.split("-seed")
+        assert meta["settings"] == {"algorithm": algo, "seed": int(seed)}
+        assert f"train.seed={seed}" in meta["overrides"] and f"output_dir={cell}" in meta["overrides"]
+        recipe = yaml.safe_load((cell / "recipe.yaml").read_text())
+        assert recipe["algorithm"] == {"name": algo}
+        config = yaml.safe_load((cell / "config.yaml").read_text())
+        assert config["algorithm"]["name"] == algo and config["train"]["seed"] == int(seed)
+        assert config["train"]["steps"] == 1 and config["output_dir"] == str(cell)
+        if c != "rloo-seed0":  # see test_restarted_cell_starts_a_fresh_metrics_log
+            assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
+        m = json.loads((cell / "eval" / "metrics.json").read_text())
+        assert m["label"] == c and m["spec"]["n"] == 2 and m["spec"]["resamples"] == 50
+        assert m["model_metrics"]["problems"] == 4 and "perplexity" not in m
+        assert m["base_cache"]["hit"] is (c != "grpo-seed0")
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert len(sweep["cells"]) == 4
+
+
+def test_restarted_cell_starts_a_fresh_metrics_log(sweep_run):
+    """The interrupted cell had logged its only step before Ctrl-C; it restarted from step 0 (no
+    checkpoint), so its metrics.jsonl should hold that one step once."""
+    rows = [json.loads(l) for l in (sweep_run["out"] / "rloo-seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1]
+
+
+def test_interrupt_during_a_cells_eval_exits_like_an_interrupt(sweep_run):
+    """Ctrl-C during a cell's eval: `rlvr sweep` should stop as it does during training (exit 130)."""
+    assert sweep_run["rc2"] == 130, repr(sweep_run["rc2"])
+
+
+def read_report_csv(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "report.csv") as f:
+        return {r["setting"]: r for r in csv.DictReader(f)}
+
+
+def test_report_aggregates_cell_metrics_over_seeds(sweep_run, capsys):
+    out = sweep_run["out"]
+    for f in ("report.md", "report.csv", "pass_at_k_all.png", "dse_bars.png"):
+        (out / f).unlink(missing_ok=True)  # written by `rlvr sweep` already: write them again
+    assert cli(["report", out]) == 0
+    printed = capsys.readouterr().out
+    for f in ("report.md", "report.csv"):
+        assert (out / f).is_file()
+    assert is_png(out / "pass_at_k_all.png") and is_png(out / "dse_bars.png")
+    md = (out / "report.md").read_text()
+    assert "4 finished cells" in md and md in printed
+    rows = read_report_csv(out)
+    assert set(rows) == {"algorithm=grpo", "algorithm=rloo"}
+    for algo in ("grpo", "rloo"):
+        ms = [json.loads((out / f"{algo}-seed{s}" / "eval" / "metrics.json").read_text()) for s in (0, 1)]
+        p1 = [m["model_metrics"]["pass_at_k"]["1"]["mean"] for m in ms]
+        p2 = [m["model_metrics"]["pass_at_k"]["2"]["mean"] for m in ms]
+        base2 = [m["base_metrics"]["pass_at_k"]["2"]["mean"] for m in ms]
+        dse = [m["comparison"]["dse"]["dse"] for m in ms]
+        kstar = [m["comparison"]["crossover_k"] for m in ms]
+        gained = [m["comparison"]["coverage"]["model_only"] for m in ms]
+        lost = [m["comparison"]["coverage"]["base_only"] for m in ms]
+        r = rows[f"algorithm={algo}"]
+        assert int(r["seeds"]) == 2
+        for name, vals in (("pass@1", p1), ("pass@2", p2), ("base pass@2", base2), ("dSE", dse),
+                           ("gained", gained), ("lost", lost)):
+            assert float(r[name]) == pytest.approx(np.mean(vals)), (algo, name)
+            assert float(r[name + " sd"]) == pytest.approx(np.std(vals, ddof=1)), (algo, name)
+        known = [k for k in kstar if k is not None]  # k* = None (never crosses) is left out of the mean
+        assert (float(r["k*"]) if r["k*"] else None) == (pytest.approx(np.mean(known)) if known else None)
+        assert float(r["wall time (s)"]) > 0
+        for m in ms:  # dSE = pass@K(base) - pass@1(cell), K = n = 2
+            assert m["comparison"]["K"] == 2
+            assert m["comparison"]["dse"]["dse"] == pytest.approx(m["base_metrics"]["pass_at_k"]["2"]["mean"]
+                                                                  - m["model_metrics"]["pass_at_k"]["1"]["mean"])
+        line = next(l for l in md.splitlines() if l.startswith(f"| algorithm={algo} |"))
+        assert f"{100 * np.mean(p1):.1f} ± {100 * np.std(p1, ddof=1):.1f}" in line
+        assert f"{100 * np.mean(dse):.1f} ± {100 * np.std(dse, ddof=1):.1f}" in line
+    # the two seeds trained different models: the sd is not trivially zero everywhere
+    assert any(float(r[k]) > 0 for r in rows.values() for k in ("pass@1 sd", "dSE sd"))
+
+
+def test_half_finished_cell_only_runs_its_eval(sweep_run, tmp_path, monkeypatch):
+    """A cell whose training finished but whose eval is missing (state 'trained') is only evaluated."""
+    import rlvr.trainer
+    from rlvr.sweep import cell_state
+
+    out = tmp_path / "out"
+    src = sweep_run["out"] / "grpo-seed0"
+    shutil.copytree(src, out / "grpo-seed0", ignore=shutil.ignore_patterns("eval", "cell_done.json"))
+    cell = out / "grpo-seed0"
+    assert cell_state(cell) == "trained"
+    weights = {p.name: p.stat().st_mtime_ns for p in (cell / "final").iterdir()}
+    sweep_file = write_sweep(tmp_path / "s.yaml", str(sweep_run["dir"] / "recipes" / "base.yaml"), out,
+                             axes={"algorithm": ["grpo"], "seed": [0]})
+    monkeypatch.setenv("RLVR_CACHE", str(sweep_run["dir"] / "cache"))
+    monkeypatch.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
+    counting = Counting(rlvr.trainer.Trainer)
+    monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
+    assert cli(["sweep", sweep_file]) == 0
+    assert counting.made == []  # not retrained
+    assert cell_state(cell) == "done"
+    assert {p.name: p.stat().st_mtime_ns for p in (cell / "final").iterdir()} == weights
+    m = json.loads((cell / "eval" / "metrics.json").read_text())
+    old = json.loads((src / "eval" / "metrics.json").read_text())
+    assert m["label"] == "grpo-seed0" and m["base_cache"]["hit"] is True
+    # the same model, base samples and eval seed: the same numbers as the first eval
+    assert m["comparison"]["dse"]["dse"] == pytest.approx(old["comparison"]["dse"]["dse"])
+    assert m["model_metrics"]["counts"] == old["model_metrics"]["counts"]
+    assert (out / "report.md").is_file()
+
+
+def test_print_launcher_prints_commands_and_runs_nothing(tmp_path, monkeypatch, capsys, random_model):
+    import rlvr.trainer
+
+    recipe = write_recipe(tmp_path / "base.yaml", random_model)
+    out = tmp_path / "out"
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", out,
+                             accelerate_config="recipes/accelerate/ddp.yaml")
+    counting = Counting(rlvr.trainer.Trainer)
+    monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
+    assert cli(["sweep", sweep_file, "--launcher", "print"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert counting.made == []
+    train = [l for l in printed if l.startswith("accelerate launch")]
+    evals = [l for l in printed if " -m rlvr eval " in l]
+    assert len(train) == len(evals) == 4
+    for c, t, e in zip(CELLS, train, evals):
+        cell = out / c
+        seed = c.split("-seed")[1]
+        assert t.startswith(f"accelerate launch --config_file recipes/accelerate/ddp.yaml -m rlvr train "
+                            f"{cell / 'recipe.yaml'} ")
+        assert "train.steps=1" in t and f"train.seed={seed}" in t and f"output_dir={cell}" in t
+        assert f"--model {cell / 'final'}" in e and f"--label {c}" in e
+        for flag in ("--n=2", "--problems=4", "--resamples=50", "--no-perplexity"):
+            assert flag in e, (flag, e)
+        assert yaml.safe_load((cell / "recipe.yaml").read_text())["algorithm"]["name"] == c.split("-")[0]
+        for f in ("cell.json", "cell_done.json", "config.yaml", "metrics.jsonl", "final", "eval"):
+            assert not (cell / f).exists(), (c, f)
+    assert not (out / "report.md").exists()
+    assert not (tmp_path / "cache").exists()
+    assert recipe.is_file()
+
+
+def test_unknown_key_in_sweep_file(tmp_path, capsys, random_model):
+    write_recipe(tmp_path / "base.yaml", random_model)
+    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axis={"seed": [0]})
+    assert cli(["sweep", s]) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "unknown key 'axis'" in err and "did you mean 'axes'" in err
+    assert not (tmp_path / "out").exists()
+    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", eval={"n": 2, "samples": 4})
+    assert cli(["sweep", s]) == 2
+    assert "unknown key 'eval.samples'" in capsys.readouterr().err
+
+
+def test_unknown_algorithm_fails_before_the_first_cell(tmp_path, capsys, monkeypatch, random_model):
+    import rlvr.trainer
+
+    counting = Counting(rlvr.trainer.Trainer)
+    monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
+    write_recipe(tmp_path / "base.yaml", random_model)
+    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out",
+                    axes={"algorithm": ["grpo", "rlooo"], "seed": [0]})
+    assert cli(["sweep", s]) == 2
+    err = capsys.readouterr().err
+    assert "rlooo" in err and "unknown algorithm" in err
+    assert counting.made == []
+    assert not (tmp_path / "out").exists()  # not even the first (valid) cell was started
+    # an option an algorithm does not have is caught up front too
+    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axes={"algorithm": ["grpo", "ppo"]},
+                    algorithms={"ppo": {"no_such_option": 1}})
+    assert cli(["sweep", s]) == 2
+    assert "no_such_option" in capsys.readouterr().err
+    assert counting.made == [] and not (tmp_path / "out").exists()
+
+
+def test_missing_base_recipe_and_sweep_file(tmp_path, capsys):
+    s = write_sweep(tmp_path / "s.yaml", "nowhere/base.yaml", tmp_path / "out")
+    assert cli(["sweep", s]) == 2
+    err = capsys.readouterr().err
+    assert "base recipe not found" in err and "nowhere/base.yaml" in err
+    assert cli(["sweep", tmp_path / "missing.yaml"]) == 2
+    assert "sweep file not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_axis_is_an_error(tmp_path, capsys, random_model):
+    write_recipe(tmp_path / "base.yaml", random_model)
+    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axes={"algorithm": ["grpo"], "seed": []})
+    assert cli(["sweep", s]) == 2
+    assert "axes.seed has no values" in capsys.readouterr().err
+
+
+def test_report_on_a_directory_without_finished_cells(tmp_path):
+    (tmp_path / "cell").mkdir()
+    with pytest.raises(FileNotFoundError, match="no finished cells"):
+        cli(["report", tmp_path])
+
+
+def test_cells_and_names():
+    from rlvr.sweep import SweepConfig, cell_name, cells
+
+    sweep = SweepConfig(base="b.yaml", output_dir="o", axes={"algorithm": ["grpo", "ppo"], "train.lr": [1e-4, 3e-4]})
+    grid = cells(sweep)
+    assert grid == [{"algorithm": "grpo", "train.lr": 1e-4}, {"algorithm": "grpo", "train.lr": 3e-4},
+                    {"algorithm": "ppo", "train.lr": 1e-4}, {"algorithm": "ppo", "train.lr": 3e-4}]
+    names = [cell_name(s) for s in grid]
+    assert len(set(names)) == 4 and names[0] == "grpo-lr0.0001"
