@@ -106,14 +106,16 @@ def _get(m: dict, k: int) -> dict | None:
 def verdict(b: dict, m: dict, cov: dict, label: str) -> str:
     """One plain sentence for the reader; the numbers above are what counts."""
     hist_m, hist_b = m["accuracy_histogram"], b["accuracy_histogram"]
-    zero_up = hist_m.get("0", 0) > hist_b.get("0", 0)
-    one_up = hist_m.get("1", 0) > hist_b.get("1", 0)
-    if cov["model_only"] > cov["base_only"]:
-        return (f"Reading: {label} solves {cov['model_only']} problems the base never solved in its samples and "
-                f"loses {cov['base_only']}; on this eval set training expanded coverage.")
-    shape = " More problems sit at accuracy exactly 0 and exactly 1 than for the base (sharpening)." if zero_up and one_up else ""
-    return (f"Reading: {label} gains {cov['model_only']} problems and loses {cov['base_only']} that the base could solve; "
-            f"its gains are problems the base already sampled correctly, so training sharpened rather than expanded.{shape}")
+    shape = (" More problems sit at accuracy exactly 0 and exactly 1 than for the base: the distribution sharpened."
+             if hist_m.get("0", 0) > hist_b.get("0", 0) and hist_m.get("1", 0) > hist_b.get("1", 0) else "")
+    gained, lost = cov["model_only"], cov["base_only"]
+    net = gained - lost
+    if net > 0:
+        return (f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost}; "
+                f"on this eval set coverage grew by {net}.{shape}")
+    return (f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost} "
+            f"(net {net:+d}); coverage did not grow, so on this eval set training sharpened what the base already "
+            f"samples rather than expanding it.{shape}")
 
 
 def notes(comp: dict) -> list[str]:

@@ -34,6 +34,14 @@ def print_eval_summary(evals: list[dict], output_dir: str) -> None:
     if "base" in tags and "final" in tags:
         d = 100 * (tags["final"]["pass@1"] - tags["base"]["pass@1"])
         print(f"  pass@1 change: {d:+.1f} points")
+    from pathlib import Path
+
+    summary = Path(output_dir) / "eval" / "summary.md"
+    if summary.is_file():  # the full eval: print its answer to the question, point to the rest
+        text = summary.read_text()
+        if "## The question" in text:
+            print("\n" + text.split("## The question", 1)[1].split("\n## ", 1)[0].strip())
+        print(f"\nfull eval (plots, every sample, perplexity): {summary.parent}/")
     print(f"rlvr: run written to {output_dir}")
 
 

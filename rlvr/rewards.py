@@ -245,8 +245,13 @@ class _ExtractOptions(BaseModel):
         "auto", description="what of the completion is the answer; auto: by data.template (plain: all of it)")
 
 
+class _ReasoningGymOptions(_ExtractOptions):
+    binary: bool = Field(False, description="1 only for a full score, else 0: reasoning-gym's scorers give partial "
+                                            "credit to near misses (chain_sum: '-191' for 191 scores 0.75)")
+
+
 class ReasoningGymReward(Reward):
-    Options = _ExtractOptions
+    Options = _ReasoningGymOptions
     needs = "entry"
 
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
@@ -261,7 +266,8 @@ class ReasoningGymReward(Reward):
             elif how == "answer_tag":
                 answer = answer_tag(c)
             try:
-                out.scores.append(0.0 if answer is None else score_reasoning_gym(answer, p))
+                score = 0.0 if answer is None else score_reasoning_gym(answer, p)
+                out.scores.append(float(score >= 1.0) if self.options.binary else score)
             except Exception:
                 out.scores.append(0.0)
                 out.errors += 1

@@ -66,6 +66,17 @@ def build_reward_fn(cfg: RunConfig) -> RewardFn:
     return build_reward(cfg.reward, cfg.data)
 
 
+def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
+    """Dotted keys and scalar values, as trackers' hyperparameter tables need (tensorboard)."""
+    out: dict[str, int | float | str | bool] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return out
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
         self.cfg = cfg
@@ -384,7 +395,7 @@ class Trainer:
             resolved.algorithm = self.algorithm.config.model_dump(mode="json")
             (self.out / "config.yaml").write_text(to_yaml(resolved))
         if self.cfg.tracking.report_to:
-            acc.init_trackers(self.cfg.tracking.project, config=json.loads(self.cfg.model_dump_json()),
+            acc.init_trackers(self.cfg.tracking.project, config=flat_config(json.loads(self.cfg.model_dump_json())),
                               init_kwargs={"wandb": {"dir": str(self.out), "name": self.out.name}})
         acc.wait_for_everyone()
 
