@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[test,tracking]"
+	$(BIN)/python -m pip install -q -e ".[test,tracking,code]"
 	touch $(STAMP)
 
 install: $(STAMP)
