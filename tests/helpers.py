@@ -31,3 +31,27 @@ def make_random_model(out: str | Path, *, hidden: int = 32, layers: int = 2, see
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+
+
+def write_config(path: Path, model: str | Path = "tiny", defaults: dict | None = None, **sections) -> Path:
+    """A tiny run config at `path` (run dir beside it): `defaults`, then `sections`, merged per section."""
+    import yaml
+
+    cfg = {
+        "output_dir": str(Path(path).parent / "run"),
+        "model": {"path": str(model)},
+        "data": {**TASK, "train_size": 16, "eval_size": 4},
+        "algorithm": {"name": "grpo"},
+        "rollout": {"n": 4, "max_new_tokens": 6},
+        "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3, "grad_clip": None},
+        "eval": {"before": False, "after": False},
+        "tracking": {"progress": False},
+    }
+    for layer in (defaults or {}, sections):
+        for k, v in layer.items():
+            cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    Path(path).write_text(yaml.safe_dump(cfg))
+    return Path(path)

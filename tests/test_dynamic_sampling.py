@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
-import yaml
 
 from helpers import make_random_model
 
-TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+TASK = helpers.TASK
 N = 4  # rollout.n
 K = 4  # train.prompts_per_step
 
@@ -24,20 +24,8 @@ def random_model(tmp_path_factory):
 
 
 def write_config(path: Path, model: Path, **sections) -> Path:
-    cfg = {
-        "output_dir": str(path.parent / "run"),
-        "model": {"path": str(model)},
-        "data": {**TASK, "train_size": 16, "eval_size": 4},
-        "algorithm": {"name": "dapo"},
-        "rollout": {"n": N, "max_new_tokens": 6},
-        "train": {"steps": 1, "prompts_per_step": K, "micro_batch_size": 16, "lr": 1e-3, "grad_clip": None},
-        "eval": {"before": False, "after": False},
-        "tracking": {"progress": False},
-    }
-    for k, v in sections.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return helpers.write_config(path, model, {"algorithm": {"name": "dapo"}, "rollout": {"n": N},
+                                              "train": {"steps": 1, "prompts_per_step": K}}, **sections)
 
 
 def make_trainer(tmp_path, model, reward_fn, monkeypatch, name="dapo", **options):

@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import helpers
 import pytest
-import yaml
 
 from helpers import make_random_model
 
-TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+TASK = helpers.TASK
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # 6 problems x 4 samples; c = correct samples per problem, chosen so that every coverage
@@ -39,20 +39,7 @@ def other_model(tmp_path_factory):
 
 
 def write_config(path: Path, model: str | Path = "tiny", **sections) -> Path:
-    cfg = {
-        "output_dir": str(path.parent / "run"),
-        "model": {"path": str(model)},
-        "data": {**TASK, "train_size": 16, "eval_size": 6},
-        "algorithm": {"name": "grpo"},
-        "rollout": {"n": 4, "max_new_tokens": 6},
-        "train": {"steps": 2, "prompts_per_step": 2, "micro_batch_size": 16, "lr": 1e-3, "grad_clip": None},
-        "eval": {"before": False, "after": False},
-        "tracking": {"progress": False},
-    }
-    for k, v in sections.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return helpers.write_config(path, model, {"data": {"eval_size": 6}, "train": {"prompts_per_step": 2}}, **sections)
 
 
 def eval_problems(cfg_path: Path):

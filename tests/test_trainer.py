@@ -6,14 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
-import yaml
 
 from helpers import make_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+TASK = helpers.TASK
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +22,7 @@ def random_model(tmp_path_factory):
 
 
 def write_config(path: Path, model: Path, **sections) -> Path:
-    cfg = {
-        "output_dir": str(path.parent / "run"),
-        "model": {"path": str(model)},
-        "data": {**TASK, "train_size": 64, "eval_size": 8},
-        "algorithm": {"name": "grpo"},
-        "rollout": {"n": 4, "max_new_tokens": 6},
-        "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3, "grad_clip": None},
-        "eval": {"before": False, "after": False},
-        "tracking": {"progress": False},
-    }
-    for k, v in sections.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return helpers.write_config(path, model, {"data": {"train_size": 64, "eval_size": 8}}, **sections)
 
 
 def varied_reward(problems, completions):
