@@ -106,3 +106,9 @@ def test_curve_default_ks_and_values():
     # pass@k is non-decreasing in k
     values = list(pass_at_k_curve(64, 5).values())
     assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))
+
+
+def test_public_import_path():
+    from rlvr.eval import coverage, crossover_k, pass_at_k, sampling_efficiency_gap  # noqa: F401
+
+    assert pass_at_k(4, 1, 1) == 0.25
