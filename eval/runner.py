@@ -54,26 +54,15 @@ class EvalSpec:
 
 def extract_answer(text: str) -> str | None:
     """The final answer: the last \\boxed{...}, else <answer>...</answer>, else the last line."""
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
-    m = re.findall(r"<answer>(.*?)</answer>", text, flags=re.S)
-    if m:
-        return m[-1].strip()
+    from rlvr.rewards import answer_tag, last_boxed
+
+    found = last_boxed(text)
+    if found is None:
+        found = answer_tag(text)
+    if found is not None:
+        return found.strip()
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
     return lines[-1] if lines else None
-
-
-def _last_boxed(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i, depth = start + len("\\boxed{"), 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
 
 
 def sample_rows(engine, problems: list[Problem], spec: EvalSpec, score: Callable, *, desc: str = "sampling",
