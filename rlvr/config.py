@@ -59,7 +59,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimizer steps")
     grad_clip: float | None = Field(1.0, description="max global gradient norm; null disables")
     seed: int = Field(0, description="seed for sampling, shuffling and init")
-    cpu_threads: int = Field(1, ge=1, description="torch threads per process when running on CPU (1 is fastest for small models: measured 20x faster than 2 on a 2-core machine)")
+    cpu_threads: int = Field(1, ge=1, description="torch threads per process on CPU; 1 by default: on a 2-core machine 2 threads took ~20x longer per step whenever the other core was busy (another process, a second rank), and ~20% less when it was idle (bench/cpu_threads.py)")
 
 
 class EvalConfig(_Section):

@@ -14,8 +14,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def configure_cpu_threads(n: int) -> None:
-    """Torch intra-op threads on a CPU-only machine. Small models run far faster on one
-    thread than on two (bench/cpu_threads.py); GPU runs are left alone."""
+    """Torch intra-op threads on a CPU-only machine; GPU runs are left alone. One thread is the
+    default: two threads on a 2-core machine were ~20x slower whenever the other core was busy
+    and only ~20% faster when it was idle (bench/cpu_threads.py)."""
     if not torch.cuda.is_available():
         torch.set_num_threads(n)
 
