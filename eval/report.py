@@ -169,7 +169,6 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
     table, curves, dse_bars = [], {}, {}
     base_curve = None
     for key, cs in groups.items():
-        label = cs[0]["result"]["label"]
         rec = {"setting": key, "seeds": len(cs)}
         K = cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None
         per = {

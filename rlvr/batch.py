@@ -97,5 +97,4 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         group=torch.cat(groups), problems=[p for b in batches for p in b.problems],
         completions=[c for b in batches for c in b.completions], truncated=torch.cat([b.truncated for b in batches]),
         rewards=cat("rewards"), scores=cat("scores"), greedy_rewards=cat("greedy_rewards"), extras=dict(batches[0].extras),
-        metrics={k: sum(b.metrics.get(k, 0.0) for b in batches) for b0 in batches[:1] for k in b0.metrics},
     )

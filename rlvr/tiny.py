@@ -372,46 +372,18 @@ def ensure_tiny_model(cache_dir=None, *, force: bool = False) -> pathlib.Path:
 
 
 def sample_pass_rates(model, tokenizer, problems, n: int, *, temperature: float = 1.0,
-                      max_new_tokens: int = 8, batch_size: int = 1024, seed: int | None = 0,
-                      return_completions: bool = False):
-    """Correct-sample counts per problem: n samples each at `temperature` (top_k=0, top_p=1).
-
-    Batched `model.generate` with left padding from `tokenizer(problem.prompt)` ids, scored by
-    `score_reasoning_gym` on the completion decoded without special tokens.
-    """
+                      max_new_tokens: int = 8, batch_size: int = 1024, seed: int | None = 0) -> list[int]:
+    """Correct-sample counts per problem: n samples each at `temperature` (top_k=0, top_p=1),
+    drawn by the rollout engine and scored by `score_reasoning_gym` (correct = full score)."""
     import torch
 
+    from rlvr.rollout import HFEngine, Sampling
     from rlvr.tasks import score_reasoning_gym
 
-    flat = [p for p in problems for _ in range(n)]
-    texts: list[str] = []
-    model.eval()
-    dev = model.device
-    cuda = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+    sampling = Sampling(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start: start + batch_size]
-            enc = tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True,
-                            add_special_tokens=False, padding_side="left").to(dev)
-            out = model.generate(
-                **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            comp = out[:, enc["input_ids"].shape[1]:]
-            texts.extend(tokenizer.batch_decode(comp, skip_special_tokens=True))
-    counts = [0] * len(problems)
-    for i, (p, t) in enumerate(zip(flat, texts)):
-        counts[i // n] += int(score_reasoning_gym(t, p) >= 1.0)
-    if return_completions:
-        return counts, texts
-    return counts
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k: 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+        batch = HFEngine(model, tokenizer, batch_size=batch_size).generate(problems, n, sampling)
+    correct = [score_reasoning_gym(t, p) >= 1.0 for p, t in zip(batch.problems, batch.completions)]
+    return [sum(correct[i * n:(i + 1) * n]) for i in range(len(problems))]

@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from rlvr.data import load_problems as load_data
 from rlvr.rewards import RewardFn, RewardRunner, build_reward, overlong_penalty
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem
+
+if TYPE_CHECKING:
+    from rlvr.eval.runner import EvalSpec
 
 COUNTED = ("reward/errors", "reward/timeouts")  # verifier metrics that are counts, not means
 

@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import helpers
 import pytest
 import yaml
 
 from helpers import make_random_model
 
-TASK = {"task": "chain_sum", "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CELLS = ["grpo-seed0", "grpo-seed1", "rloo-seed0", "rloo-seed1"]
 
@@ -30,19 +30,10 @@ def random_model(tmp_path_factory):
 
 
 def write_recipe(path: Path, model: Path) -> Path:
-    cfg = {
-        "output_dir": str(path.parent / "unused"),
-        "model": {"path": str(model)},
-        "data": {**TASK, "train_size": 8, "eval_size": 4},
-        "algorithm": {"name": "grpo"},
-        "rollout": {"n": 2, "max_new_tokens": 4},
-        "train": {"steps": 3, "prompts_per_step": 2, "micro_batch_size": 16, "lr": 1e-1, "grad_clip": None},
-        "eval": {"before": False, "after": False},
-        "checkpoint": {"every": 0},
-        "tracking": {"progress": False},
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return helpers.write_config(path, model, {
+        "data": {"train_size": 8, "eval_size": 4}, "rollout": {"n": 2, "max_new_tokens": 4},
+        "train": {"steps": 3, "prompts_per_step": 2, "lr": 1e-1}, "checkpoint": {"every": 0},
+    }, output_dir=str(path.parent / "unused"))
 
 
 def write_sweep(path: Path, base: str, output_dir: Path, **extra) -> Path:
