@@ -42,8 +42,8 @@ class AlgorithmConfig(BaseModel):
     clip_c: float | None = Field(3.0, gt=1, description="dual-clip constant for negative advantages; null disables")
     kl_coef: float = Field(0.0, ge=0, description="beta of the KL to the reference model; 0 = no reference model")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator: k1, k2, or k3 (low-variance)")
-    kl_in: Literal["loss", "reward"] = Field("loss", description="KL as a loss term (GRPO paper) or subtracted from token rewards (PPO-RLHF, REINFORCE++)")
-    kl_target: float | None = Field(None, gt=0, description="adaptive KL controller target (with kl_in=reward); null = fixed kl_coef")
+    kl_in: Literal["loss", "reward"] = Field("loss", description="KL as a loss term (GRPO paper) or subtracted from token rewards (PPO-RLHF, REINFORCE++); group baselines then compare R - beta * sum_t KL_t")
+    kl_target: float | None = Field(None, gt=0, description="adaptive KL controller (with kl_in=reward): target for the mean per-sequence KL sum over the batch (Ziegler et al.; verl targets the mean of per-token means, smaller by about the mean response length); null = fixed kl_coef")
     kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon, in samples")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
     overlong_filter: bool = Field(False, description="mask truncated responses (no eos within max_new_tokens) out of the loss")
@@ -66,7 +66,16 @@ class Algorithm:
         self.check()
 
     def check(self) -> None:
-        """Raise ValueError for settings this algorithm cannot run with (named by key)."""
+        """Raise ValueError for settings this algorithm cannot run with (named by key).
+        Subclasses that add checks call super().check()."""
+        need = self.min_group_size()
+        if self.group_size is not None and self.group_size < need:
+            raise ValueError(f"algorithm {self.config.name} needs rollout.n >= {need} samples per prompt: its baseline "
+                             f"is the other samples of the same prompt (got rollout.n={self.group_size})")
+
+    def min_group_size(self) -> int:
+        """Samples per prompt (rollout.n) the advantage needs: 2 for a group baseline."""
+        return 1
 
     @property
     def needs_reference(self) -> bool:
@@ -119,12 +128,15 @@ class Algorithm:
     def token_rewards(self, batch: RolloutBatch, outcome: torch.Tensor | None = None) -> torch.Tensor:
         """Token-level rewards [B, R]: the outcome (default: batch.rewards) on each
         response's last token, minus kl_coef * KL(old || ref) on every token when
-        the KL sits in the reward. Updates the adaptive KL coefficient if enabled."""
-        outcome = batch.rewards if outcome is None else outcome
+        the KL sits in the reward.
+
+        With `kl_target` set, the adaptive controller (Ziegler et al. 2019) then moves
+        kl_coef by comparing the target with the mean per-sequence KL sum, the mean over
+        the global batch of sum_t KL_t (also logged as `kl`); verl compares its target
+        with the mean of per-token means instead. This step's rewards use the
+        coefficient from before the update."""
+        r = last_token(batch.rewards if outcome is None else outcome, batch.response_mask)
         mask = batch.response_mask
-        last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
-        r = torch.zeros_like(mask)
-        r[torch.arange(len(mask)), last] = outcome.to(r.dtype)
         c = self.config
         if c.kl_in == "reward" and c.kl_coef > 0:
             kl = torch.where(mask.bool(), kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator), 0.0)  # [B, R]
@@ -137,9 +149,24 @@ class Algorithm:
                 self.kl_coef *= 1 + err * float(seq_kl[1]) / c.kl_horizon
         return r
 
+    def sequence_rewards(self, batch: RolloutBatch) -> torch.Tensor:
+        """R'_i = sum_t of the token rewards [B]: the outcome minus kl_coef * sum_t KL_t
+        when the KL sits in the reward, else exactly the outcome. What the group
+        baselines (GRPO, DAPO, RLOO, REINFORCE++-baseline) compare, as verl's
+        `token_level_rewards.sum(-1)` after `apply_kl_penalty`."""
+        return self.token_rewards(batch).sum(-1)
+
     @property
     def norm_constant(self) -> float | None:
         return self.config.norm_constant or (float(self.max_new_tokens) if self.max_new_tokens else None)
+
+
+def last_token(outcome: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A scalar per response [B] placed on its last response token, 0 elsewhere: [B, R]."""
+    last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+    r = torch.zeros_like(mask)
+    r[torch.arange(len(mask)), last] = outcome.to(r.dtype)
+    return r
 
 
 # ---------------------------------------------------------------- registry

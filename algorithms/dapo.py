@@ -12,7 +12,8 @@ The GRPO advantage, A_i = (R_i - mean_g) / (std_g + eps), with four changes:
    (a reward wrapper any algorithm can use; the paper: 4096 of 20480, factor 1).
    Overlong filtering (truncated responses out of the loss) is `overlong_filter`.
 
-Choices: no KL (the paper removes it); dual clip c = 10 (verl's DAPO recipe);
+Choices: no KL (the paper removes it; `kl_coef` works as in GRPO, in the loss or in the
+sequence reward); dual clip c = 10 (verl's DAPO recipe);
 groups are compared on the verifier score before length shaping (`filter_on:
 score`, verl's `acc`), since shaping alone can make equal answers differ.
 """

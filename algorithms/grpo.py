@@ -1,6 +1,8 @@
 """GRPO: Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath).
 
-For a prompt group of G responses with scalar rewards R_1..R_G:
+For a prompt group of G responses with scalar rewards R_1..R_G (with `kl_in: reward`,
+R_i is the summed token reward R_i - beta * sum_t KL_t, as verl's `apply_kl_penalty`
+then `compute_grpo_outcome_advantage`):
 
     A_i = (R_i - mean_g(R)) / (std_g(R) + eps)      scale = "group" (the paper)
     A_i = (R_i - mean_g(R)) / (std_B(R) + eps)      scale = "batch" (std over the global batch)
@@ -13,7 +15,8 @@ uses 1e-4, OpenRLHF 1e-9: set `std_eps`); the loss is aggregated with
 `seq-mean-token-mean` as in the GRPO paper (verl's default is `token-mean`;
 Dr. GRPO pairs `scale: none` with `seq-mean-token-sum-norm`); no KL by default,
 as Yue et al. train (the paper's beta = 0.04 is `kl_coef`, a loss term with k3).
-A group of one response has advantage 0: it carries no relative signal.
+rollout.n = 1 is refused at config load: every centred reward would be 0, whatever
+the scale. A group of one inside a batch still gets advantage 0 (no NaN).
 """
 
 from __future__ import annotations
@@ -59,14 +62,18 @@ class GRPOConfig(AlgorithmConfig):
 class GRPO(Algorithm):
     Config = GRPOConfig
 
+    def min_group_size(self) -> int:
+        return 2
+
     def scalar_advantages(self, batch: RolloutBatch) -> torch.Tensor:
         """A_i per sample, [B]."""
-        mean, std = group_mean_std(batch.rewards, batch.group)
-        centred = batch.rewards - mean
+        R = self.sequence_rewards(batch)  # [B]: the outcome, minus the summed KL when it sits in the reward
+        mean, std = group_mean_std(R, batch.group)
+        centred = R - mean
         if self.config.scale == "group":
             return centred / (std + self.config.std_eps)
         if self.config.scale == "batch":
-            return centred / (batch_std(batch.rewards) + self.config.std_eps)
+            return centred / (batch_std(R) + self.config.std_eps)
         return centred
 
     def compute_advantages(self, batch: RolloutBatch) -> None:

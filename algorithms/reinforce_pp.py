@@ -9,8 +9,12 @@ whitened over all response tokens of the global batch (mean and Bessel variance
 reduced across processes). No critic, no groups: it works with G = 1.
 
 REINFORCE++-baseline (`baseline: true`), the variant RLVR studies use with
-G > 1: the outcome is first centred by its group mean, R_i - mean_g(R), then the
-same return-to-go and global whitening.
+G > 1: the sequence reward R'_i = R_i - beta * sum_t KL_t (R_i without KL) is
+centred by its group mean, R'_i - mean_g(R'), put on the last token, and given the
+same return-to-go (gamma = 1: broadcast to every token) and global whitening, as
+verl's `compute_reinforce_plus_plus_baseline_outcome_advantage`. It needs
+rollout.n >= 2 (refused at config load). OpenRLHF instead centres the outcome alone
+and subtracts the KL per token before the return-to-go.
 
 Choices: KL goes in the reward with the k1 estimator (the paper's placement), but
 kl_coef defaults to 0 as Yue et al. train; gamma = 1; whitening uses Bessel's
@@ -27,7 +31,7 @@ from pydantic import Field
 from rlvr.batch import RolloutBatch
 from rlvr.losses import whiten
 
-from .base import Algorithm, AlgorithmConfig, register_algorithm
+from .base import Algorithm, AlgorithmConfig, last_token, register_algorithm
 from .grpo import group_mean_std
 
 
@@ -56,11 +60,16 @@ class ReinforcePPConfig(AlgorithmConfig):
 class ReinforcePP(Algorithm):
     Config = ReinforcePPConfig
 
+    def min_group_size(self) -> int:
+        return 2 if self.config.baseline else 1
+
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        outcome = batch.rewards
         if self.config.baseline:
-            mean, _ = group_mean_std(outcome, batch.group)
-            outcome = outcome - mean
-        returns = returns_to_go(self.token_rewards(batch, outcome), batch.response_mask, self.config.gamma)
+            R = self.sequence_rewards(batch)  # [B], KL included when it sits in the reward
+            mean, _ = group_mean_std(R, batch.group)
+            rewards = last_token(R - mean, batch.response_mask)
+        else:
+            rewards = self.token_rewards(batch)
+        returns = returns_to_go(rewards, batch.response_mask, self.config.gamma)
         batch.returns = returns
         batch.advantages = whiten(returns, batch.response_mask, unbiased=self.config.unbiased_whiten)  # [B, R]

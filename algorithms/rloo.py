@@ -9,7 +9,8 @@ broadcast to every response token, not whitened, trained with the PPO-clipped
 loss (one epoch of on-policy data makes it plain REINFORCE).
 
 Choices: a group of one response has no leave-one-out baseline and is an error
-(verl's two implementations disagree, giving 0 or R; we refuse). With
+(verl's two implementations disagree, giving 0 or R; we refuse: rollout.n = 1 at
+config load, a group of one in a batch when computing advantages). With
 `kl_in: reward` the sequence reward is R_i - beta * sum_t KL_t, as in the RLOO
 paper; the default is no KL (Yue et al.).
 """
@@ -28,13 +29,11 @@ from .grpo import group_mean_std
 class RLOO(Algorithm):
     Config = AlgorithmConfig
 
-    def check(self) -> None:
-        if self.group_size is not None and self.group_size < 2:
-            raise ValueError(f"algorithm rloo needs rollout.n >= 2 samples per prompt for its leave-one-out baseline "
-                             f"(got rollout.n={self.group_size})")
+    def min_group_size(self) -> int:
+        return 2
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        R = self.token_rewards(batch).sum(-1)  # [B]: outcome (minus KL when it sits in the reward)
+        R = self.sequence_rewards(batch)  # [B]: outcome (minus the summed KL when it sits in the reward)
         sizes = torch.bincount(batch.group)[batch.group].to(R.dtype)  # [B] size of each sample's group
         if (sizes < 2).any():
             raise ValueError("rloo: a prompt group holds a single response; the leave-one-out baseline needs >= 2")

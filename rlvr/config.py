@@ -184,7 +184,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML at `path` (or defaults if None), apply dotted overrides, validate."""
+    """Load YAML at `path` (or defaults if None), apply dotted overrides, validate
+    (the algorithm too: see `check_algorithm`)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -196,14 +197,38 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return config_from_dict(raw, overrides, where=f"{path}: " if path else "")
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, where: str = "") -> RunConfig:
+    """`load_config` for a recipe already read: apply overrides, validate; errors start with `where`."""
     raw = deep_merge(raw, parse_overrides(overrides or []))
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        where = f"{path}: " if path else ""
         raise ConfigError(where + format_validation_error(e, RunConfig)) from None
     check_model_path(cfg.model.path)
+    try:
+        check_algorithm(cfg)
+    except ConfigError as e:
+        raise ConfigError(where + str(e)) from None
     return cfg
+
+
+def check_algorithm(cfg: RunConfig) -> None:
+    """Build the algorithm once with the run's context (rollout.n, max_new_tokens), so that a bad
+    combination (an option it lacks; GRPO with rollout.n = 1) stops at load, before any model
+    loads. An algorithm named by import path whose module does not import here is left to the
+    trainer, which builds it again: `rlvr eval` reads a run's config without its training code."""
+    from rlvr.algorithms import build_algorithm, get_algorithm
+
+    name = str(cfg.algorithm.get("name", ""))
+    if ":" in name:
+        try:
+            get_algorithm(name)
+        except ValueError:
+            return
+    build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
 
 
 def check_model_path(path: str) -> None:

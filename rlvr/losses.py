@@ -292,7 +292,11 @@ def value_loss(
     v_clip = clip(v, v_old - c, v_old + c) keeps the critic from moving far from the
     values the advantages were computed with. clip_range None: 0.5 * (v - R)^2.
     Returns the unaggregated loss (0 under mask 0) and {"vf_clip_frac"}: the fraction
-    of tokens where the clipped term is the larger one.
+    of tokens where the clipped term is the larger one (verl's vf_clipfrac).
+
+    The clip is a clamp to the bounds, so v_clip is v itself, bit for bit, whenever v
+    lies inside them. (v_old + clamp(v - v_old, +-c) rounds v - v_old and back, and
+    counted ~10% of tokens of independent N(0, 1) batches as clipped with nothing to clip.)
     """
     loss_unclipped = (values - returns).square()  # [B, T]
     if clip_range is None:
@@ -301,7 +305,7 @@ def value_loss(
     else:
         if clip_range < 0:
             raise ValueError(f"clip_range must be >= 0 or None, got {clip_range}")
-        v_clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)  # [B, T]
+        v_clipped = torch.clamp(values, old_values - clip_range, old_values + clip_range)  # [B, T]
         loss_clipped = (v_clipped - returns).square()  # [B, T]
         loss = torch.maximum(loss_unclipped, loss_clipped)
         clipped_active = loss_clipped > loss_unclipped

@@ -5,13 +5,23 @@ A sweep file names a base recipe and axes:
     base: ../tiny/grpo.yaml                # relative to the sweep file
     output_dir: runs/sweeps/six_algorithms_tiny
     axes:
-      algorithm: [grpo, ppo, rloo]         # replaces the whole algorithm: section
+      algorithm: [grpo, ppo, rloo, dapo]   # each cell starts from that algorithm's own recipe (below)
       seed: [0, 1]                         # train.seed
       train.lr: [1.0e-4, 3.0e-4]           # any dotted key
-    algorithms:                            # per-algorithm options used when that algorithm is chosen
+    recipes: {dapo: ../tiny/dapo.yaml}     # optional: an algorithm's recipe, relative to the sweep file
+    algorithms:                            # optional per-algorithm options, on top of its recipe
       ppo: {critic_lr: 1.0e-3}
     overrides: [train.steps=20]            # applied to every cell
     eval: {n: 16, problems: 200}           # the eval after each run (rlvr eval settings)
+
+The recipe a cell of algorithm X starts from: `recipes[X]` if given, else `X.yaml`
+beside the base recipe if there is one (recipes/tiny/dapo.yaml for a base of
+recipes/tiny/grpo.yaml), else the base recipe with its `algorithm:` section
+replaced by {name: X} (options of one algorithm are not valid for another). So a
+cell is its algorithm's recipe, everything included (DAPO's overlong shaping lives
+under `reward:`, PPO's critic_lr under `algorithm:`), and differs from it only by
+`algorithms[X]`, the other axes, `overrides`, and output_dir. A recipe chosen for X
+must train X. Every cell's config is resolved and validated before the first runs.
 
 Each cell gets a directory named by its settings. A cell whose eval is written
 is skipped on a rerun; a cell whose training stopped resumes from its latest
@@ -36,7 +46,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlvr.config import ConfigError, format_validation_error, load_config
+from rlvr.config import ConfigError, config_from_dict, format_validation_error, load_config
 
 DONE = "cell_done.json"
 
@@ -57,7 +67,8 @@ class SweepConfig(BaseModel):
     base: str = Field(description="base recipe, relative to the sweep file")
     output_dir: str = Field(description="sweep directory: one sub-directory per cell")
     axes: dict[str, list[Any]] = Field(description="algorithm / seed / dotted key -> values; the grid is their product")
-    algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm options")
+    recipes: dict[str, str] = Field(default_factory=dict, description="algorithm -> its recipe, relative to the sweep file (default: <algorithm>.yaml beside the base, if there)")
+    algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm options, on top of its recipe")
     overrides: list[str] = Field(default_factory=list, description="dotted overrides applied to every cell")
     eval: SweepEval = Field(default_factory=SweepEval, description="the eval after each run")
     accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
@@ -78,11 +89,20 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     for key, values in sweep.axes.items():
         if not values:
             raise ConfigError(f"{p}: axes.{key} has no values")
-    if "algorithm" in sweep.axes:
-        from rlvr.algorithms import build_algorithm
-
-        for name in sweep.axes["algorithm"]:  # fail before the first cell, not at the fifth
-            build_algorithm({"name": name, **sweep.algorithms.get(name, {})})
+    recipes = {}
+    for name, rel in sweep.recipes.items():
+        path = (p.parent / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+        if not path.is_file():
+            raise ConfigError(f"{p}: recipes.{name}: recipe not found: {path}")
+        recipes[name] = str(path)
+    sweep = sweep.model_copy(update={"recipes": recipes})
+    for settings in cells(sweep):  # fail before the first cell, not at the fifth
+        try:
+            raw, source = cell_recipe(sweep, base, settings)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+        config_from_dict(raw, cell_overrides(sweep, settings, Path(sweep.output_dir) / cell_name(settings)),
+                         where=f"{p}: cell {cell_name(settings)} ({source.name}): ")
     return sweep, base
 
 
@@ -99,16 +119,40 @@ def cell_name(settings: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(parts))
 
 
+def recipe_source(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> Path:
+    """The recipe file a cell starts from (see the module docstring)."""
+    name = settings.get("algorithm")
+    if name is None:
+        return base
+    if name in sweep.recipes:  # absolute after load_sweep
+        return Path(sweep.recipes[name])
+    own = base.parent / f"{name}.yaml"
+    return own if own.is_file() else base
+
+
+def cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """This cell's recipe before overrides, and the file it comes from: the algorithm's own recipe
+    with `algorithms[X]` on top, or the base with its algorithm section replaced whole."""
+    source = recipe_source(sweep, base, settings)
+    raw = yaml.safe_load(source.read_text()) or {}
+    name = settings.get("algorithm")
+    if name is not None:
+        section = raw.get("algorithm") if isinstance(raw.get("algorithm"), dict) else {}
+        if section.get("name") != name:
+            if source != base or name in sweep.recipes:
+                raise ConfigError(f"{source} trains {section.get('name')!r}, not {name!r}: "
+                                  f"name {name}'s own recipe under recipes:")
+            section = {"name": name}
+        raw["algorithm"] = {**section, **sweep.algorithms.get(name, {})}
+    return raw, source
+
+
 def write_cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any], out: Path) -> Path:
-    """The base recipe with this cell's algorithm section swapped in whole (options of one
-    algorithm are not valid for another), saved in the cell directory."""
-    raw = yaml.safe_load(base.read_text()) or {}
-    if "algorithm" in settings:
-        name = settings["algorithm"]
-        raw["algorithm"] = {"name": name, **sweep.algorithms.get(name, {})}
+    """This cell's recipe (`cell_recipe`), saved in the cell directory with its source named."""
+    raw, source = cell_recipe(sweep, base, settings)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(f"# from {source}\n" + yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
@@ -155,7 +199,8 @@ def run_sweep(path: str | Path, *, launcher: str = "inprocess", only: int | None
         if launcher == "print":
             print("\n".join(launch_commands(sweep, recipe, overrides, out)))
             continue
-        (out / "cell.json").write_text(json.dumps({"settings": settings, "overrides": overrides}, indent=1))
+        (out / "cell.json").write_text(json.dumps({"settings": settings, "overrides": overrides,
+                                                   "recipe": str(recipe_source(sweep, base, settings))}, indent=1))
         t0 = time.time()
         if launcher == "accelerate":
             for cmd in launch_commands(sweep, recipe, overrides, out)[1 if state == "trained" else 0:]:

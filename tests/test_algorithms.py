@@ -380,6 +380,19 @@ def test_ppo_compute_loss_includes_clipped_value_loss_by_hand():
     assert float(loss) == pytest.approx(-0.1 + 0.37, abs=1e-6)
 
 
+def test_ppo_value_clip_fraction_counts_only_real_clipping():
+    # every new value within v_old +- 10 of independent N(0, 1) values: nothing is clipped, so the
+    # value loss is the plain 0.5 (v - R)^2 and the logged fraction is 0 (issue 8: it read ~10%)
+    g = torch.Generator().manual_seed(3)
+    B, R = 32, 16
+    values, old, returns = (torch.randn(B, R, generator=g) for _ in range(3))
+    b = make_batch([R] * B, [0.0] * B, list(range(B)), old_logprobs=torch.zeros(B, R),
+                   advantages=torch.zeros(B, R), values=old, returns=returns)
+    loss, m = algo("ppo", value_clip=10.0).compute_loss(b, torch.zeros(B, R), values=values)
+    assert float(m["vf_clip_frac"]) == 0.0
+    assert float(m["value_loss"]) == pytest.approx(float(0.5 * (values - returns).square().mean()), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- DAPO
 
 
@@ -493,6 +506,153 @@ def test_fixed_kl_coef_without_target_does_not_move():
     a = algo("reinforce_pp", kl_coef=0.1)
     a.token_rewards(kl_reward_batch())
     assert a.kl_coef == 0.1
+
+
+def test_kl_target_says_which_kl_it_controls():
+    """The controller compares kl_target with the mean over sequences of each sequence's KL sum
+    (Ziegler et al.), not verl's mean of per-token means: the option and the docstring say so."""
+    from rlvr.algorithms import Algorithm, AlgorithmConfig
+
+    desc = AlgorithmConfig.model_fields["kl_target"].description
+    assert "per-sequence" in desc and "sum" in desc and "verl" in desc
+    assert "per-sequence KL sum" in Algorithm.token_rewards.__doc__
+    # kl_reward_batch: sums 1.0 and 0.5 -> 0.75; verl's mean of per-token means would be 0.5
+    a = algo("grpo", kl_coef=0.1, kl_in="reward", kl_estimator="k1", kl_target=0.75, kl_horizon=10)
+    b = kl_reward_batch()
+    a.compute_advantages(b)
+    assert b.metrics["kl"] == pytest.approx(0.75) and a.kl_coef == pytest.approx(0.1)  # on target: unmoved
+
+
+# --- KL in the reward reaches every estimator's advantage (issue 8)
+#
+# Two groups of two, lengths 2, 1, 3, 2; outcomes 1, 0 | 1, 1 (group 1 has no spread without KL).
+# k1 = old - ref per token, junk on padding; beta = 0.5:
+#   row 0 [.2, .4] sum .6 | row 1 [1.0] sum 1.0 | row 2 [.1, .1, .2] sum .4 | row 3 [.5, .3] sum .8
+# The sequence reward R' = R - beta * sum_t k1_t: .7, -.5 | .8, .6
+KL_LENGTHS, KL_GROUP, KL_R = [2, 1, 3, 2], [0, 0, 1, 1], [1.0, 0.0, 1.0, 1.0]
+KL_K1 = [[0.2, 0.4], [1.0], [0.1, 0.1, 0.2], [0.5, 0.3]]
+R_KL = [0.7, -0.5, 0.8, 0.6]
+
+
+def kl_adv_batch(**fields) -> RolloutBatch:
+    old = padded(KL_K1, 3, pad=float("nan"))
+    return make_batch(KL_LENGTHS, KL_R, KL_GROUP, old_logprobs=old, ref_logprobs=torch.zeros(4, 3), **fields)
+
+
+def whiten_loop(rows: list[list[float]]) -> list[list[float]]:
+    """(x - mean) / sqrt(Bessel var + 1e-8) over all tokens of ragged rows, padded to 3 with 0."""
+    flat = [x for r in rows for x in r]
+    mean = sum(flat) / len(flat)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in flat) / (len(flat) - 1) + 1e-8)
+    return [[(x - mean) / sd for x in r] + [0.0] * (3 - len(r)) for r in rows]
+
+
+def broadcast(per_seq: list[float]) -> list[list[float]]:
+    return [[v] * n for v, n in zip(per_seq, KL_LENGTHS)]
+
+
+s0, s1 = 1.2 / math.sqrt(2), 0.2 / math.sqrt(2)  # Bessel std of (.7, -.5) and (.8, .6)
+KL_CASES = {
+    # Dr. GRPO: R' - mean_g R' = .6, -.6 | .1, -.1; without KL .5, -.5 | 0, 0: the change is exactly
+    # -beta * (sum k1 - its group mean) = +.1, -.1 | +.1, -.1
+    "grpo_none": ({"name": "grpo", "scale": "none"}, broadcast([0.6, -0.6, 0.1, -0.1]), None),
+    "grpo": ({"name": "grpo"}, broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]), None),
+    "dapo": ({"name": "dapo"}, broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]), None),
+    # leave-one-out: R'_i - R'_other = 1.2, -1.2 | .2, -.2
+    "rloo": ({"name": "rloo"}, broadcast([1.2, -1.2, 0.2, -0.2]), None),
+    # group-centred R' broadcast, then whitened over the 8 tokens
+    "reinforce_pp_baseline": ({"name": "reinforce_pp", "baseline": True},
+                              whiten_loop(broadcast([0.6, -0.6, 0.1, -0.1])), broadcast([0.6, -0.6, 0.1, -0.1])),
+    # token rewards -beta*k1 (+R on the last token), return-to-go, whitened:
+    #   row 0 [-.1, -.2+1] -> G [.7, .8]; row 1 [-.5+0] -> [-.5]; row 2 [-.05, -.05, -.1+1] -> [.8, .85, .9]
+    #   row 3 [-.25, -.15+1] -> [.6, .85]
+    "reinforce_pp": ({"name": "reinforce_pp"}, whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+                     [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+    # the same returns minus the greedy reward (.5 for group 0, 1 for group 1), not whitened
+    "remax": ({"name": "remax"}, [[0.2, 0.3], [-1.0], [-0.2, -0.15, -0.1], [-0.4, -0.15]], None),
+    # V = 0: GAE(1, 1) is the return-to-go; returns = A + V = the same; A whitened
+    "ppo": ({"name": "ppo"}, whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+            [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+}
+
+
+@pytest.mark.parametrize("case", list(KL_CASES))
+def test_kl_in_reward_reaches_the_advantage_by_hand(case):
+    options, expected_adv, expected_returns = KL_CASES[case]
+    a = algo(**options, group_size=2, kl_coef=0.5, kl_in="reward", kl_estimator="k1")
+    assert a.needs_reference
+    b = kl_adv_batch(greedy_rewards=torch.tensor([0.5, 0.5, 1.0, 1.0]), values=torch.zeros(4, 3))
+    a.compute_advantages(b)
+    close(b.advantages, padded(expected_adv, 3), atol=1e-5)
+    if expected_returns is not None:
+        close(b.returns, padded(expected_returns, 3), atol=1e-6)
+    # the KL was measured (mean per-sequence sum: (.6 + 1 + .4 + .8) / 4 = .7) and logged
+    assert b.metrics["kl"] == pytest.approx(0.7) and b.metrics["kl_coef"] == 0.5
+    # and it made a difference: without it the advantages differ
+    b0 = kl_adv_batch(greedy_rewards=torch.tensor([0.5, 0.5, 1.0, 1.0]), values=torch.zeros(4, 3))
+    algo(**options, group_size=2).compute_advantages(b0)
+    assert not torch.allclose(b0.advantages, b.advantages, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dapo", "rloo", "reinforce_pp", "remax", "ppo"])
+def test_adaptive_kl_coef_moves_for_every_algorithm(name):
+    # measured KL .7 against target .35: error clipped to +.2; 4 samples, horizon 8 -> x 1.1
+    a = algo(name, group_size=2, kl_coef=0.1, kl_in="reward", kl_estimator="k1", kl_target=0.35, kl_horizon=8)
+    a.compute_advantages(kl_adv_batch(greedy_rewards=torch.tensor([0.5, 0.5, 1.0, 1.0]), values=torch.zeros(4, 3)))
+    assert a.kl_coef == pytest.approx(0.1 * 1.1, rel=1e-9)
+
+
+# --- a group baseline needs rollout.n >= 2, checked when the config loads (issue 8)
+
+GROUP_BASELINES = [("grpo", {}), ("grpo", {"scale": "none"}), ("grpo", {"scale": "batch"}), ("dapo", {}),
+                   ("rloo", {}), ("reinforce_pp", {"baseline": True})]
+
+
+@pytest.mark.parametrize("name,options", GROUP_BASELINES)
+def test_group_baseline_with_one_sample_per_prompt_is_rejected(name, options):
+    with pytest.raises(ConfigError, match=rf"algorithm {name} needs rollout\.n >= 2.*rollout\.n=1"):
+        algo(name, group_size=1, **options)
+    algo(name, group_size=2, **options)  # the smallest valid group
+    from rlvr.config import load_config
+
+    overrides = ["rollout.n=1", f"algorithm.name={name}"] + [f"algorithm.{k}={v}" for k, v in options.items()]
+    with pytest.raises(ConfigError, match=rf"algorithm {name} needs rollout\.n >= 2.*rollout\.n=1") as e:
+        load_config(None, overrides)
+    assert len(str(e.value).splitlines()) == 1
+    load_config(None, [o.replace("rollout.n=1", "rollout.n=2") for o in overrides])
+
+
+def test_load_config_validates_the_algorithm_but_leaves_unimportable_import_paths_to_the_trainer():
+    from rlvr.config import load_config
+
+    with pytest.raises(ConfigError, match="unknown algorithm 'gpro'"):
+        load_config(None, ["algorithm.name=gpro"])
+    with pytest.raises(ConfigError, match="algorithm.gamma"):
+        load_config(None, ["algorithm={name: grpo, gamma: 0.9}"])
+    # `rlvr eval` reads a run's config.yaml where the training code may not be importable
+    cfg = load_config(None, ["algorithm={name: 'no_such_module_xyz:Thing'}"])
+    assert cfg.algorithm["name"] == "no_such_module_xyz:Thing"
+
+
+@pytest.mark.parametrize("name", ["reinforce_pp", "remax", "ppo"])
+def test_algorithms_without_a_group_baseline_accept_one_sample_per_prompt(name):
+    from rlvr.config import load_config
+
+    algo(name, group_size=1)
+    assert load_config(None, ["rollout.n=1", f"algorithm.name={name}"]).rollout.n == 1
+
+
+def test_rlvr_train_rejects_a_group_of_one_before_anything_loads(tmp_path, monkeypatch, capsys):
+    import rlvr.trainer
+    from rlvr.cli import main
+
+    made = []
+    monkeypatch.setattr(rlvr.trainer, "Trainer", lambda *a, **k: made.append(a))
+    cfg = helpers.write_config(tmp_path / "c.yaml", "tiny", rollout={"n": 1})
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rollout.n" in err[0] and "grpo" in err[0], err
+    assert made == []
 
 
 def test_entropy_bonus_subtracts_coef_times_agg_entropy():
@@ -633,7 +793,10 @@ def unchanged_parameters(model: Path, final: Path) -> list[str]:
     {"name": "ppo"},
     {"name": "ppo", "kl_coef": 0.05},
     {"name": "dapo"},
-], ids=["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "ppo", "ppo_kl", "dapo"])
+    {"name": "grpo", "kl_coef": 0.05, "kl_in": "reward"},
+    {"name": "dapo", "kl_coef": 0.05, "kl_in": "reward"},
+], ids=["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "ppo", "ppo_kl", "dapo", "grpo_kl_reward",
+        "dapo_kl_reward"])
 def test_two_steps_change_every_policy_parameter(tmp_path, random_model, options):
     trainer, rows = train_two_steps(tmp_path, random_model, options)
     assert len(rows) == 2

@@ -371,6 +371,37 @@ def test_value_loss_clipped_and_unclipped():
     _close(m["vf_clip_frac"], 0.0)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_value_loss_rounding_is_not_clipping(seed):
+    """Every new value lies inside v_old +- c, so nothing is clipped: the loss is exactly
+    0.5 (v - R)^2 and vf_clip_frac is 0. Computing the clipped value as v_old + clamp(v - v_old)
+    rounds (v - v_old) and back, and counted ~10% of these tokens as clipped (issue 8)."""
+    g = torch.Generator().manual_seed(seed)
+    values, old, returns = (torch.randn(64, 128, generator=g) for _ in range(3))  # independent N(0, 1)
+    mask = torch.ones(64, 128)
+    c = 10.0
+    assert float((values - old).abs().max()) < c  # the premise: every token inside the clip range
+    loss, m = value_loss(values, old, returns, mask, clip_range=c)
+    assert float(m["vf_clip_frac"]) == 0.0
+    assert torch.equal(loss, 0.5 * (values - returns).square())
+
+
+def test_value_loss_at_the_clip_edges_by_hand():
+    # v_old = 0.5, c = 0.25 (all exact in binary): the range is [0.25, 0.75]; returns 2 and -1
+    old = torch.full((1, 6), 0.5)
+    values = torch.tensor([[0.75, 1.0, 0.25, 0.0, 0.75, 1.0]])
+    returns = torch.tensor([[2.0, 2.0, -1.0, -1.0, -1.0, -1.0]])
+    loss, m = value_loss(values, old, returns, torch.ones(1, 6), clip_range=0.25)
+    # tok 0: v on the upper edge: v_clip = v, both (0.75-2)^2 = 1.5625          -> .78125, not clipped
+    # tok 1: v = 1 above: v_clip = .75; (1-2)^2 = 1 < 1.5625                     -> .78125, clipped
+    # tok 2: v on the lower edge: both (0.25+1)^2 = 1.5625                       -> .78125, not clipped
+    # tok 3: v = 0 below: v_clip = .25; (0+1)^2 = 1 < 1.5625                     -> .78125, clipped
+    # tok 4: v = .75, R = -1: inside, both 3.0625                                -> 1.53125, not clipped
+    # tok 5: v = 1 above, R = -1: v_clip = .75 is closer: (.75+1)^2 = 3.0625 < (1+1)^2 = 4 -> 2.0, not clipped
+    _close(loss, [[0.78125, 0.78125, 0.78125, 0.78125, 1.53125, 2.0]])
+    _close(m["vf_clip_frac"], 2 / 6)
+
+
 # ----------------------------------------------------------------------------- whiten
 
 

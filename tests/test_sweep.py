@@ -376,3 +376,113 @@ def test_cells_and_names():
                     {"algorithm": "ppo", "train.lr": 1e-4}, {"algorithm": "ppo", "train.lr": 3e-4}]
     names = [cell_name(s) for s in grid]
     assert len(set(names)) == 4 and names[0] == "grpo-lr0.0001"
+
+
+# ----------------------------------------------------------------------------- sweep cells = the recipes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resolved(cfg) -> dict:
+    """The run config as trained: the `algorithm:` section with every default filled in by the
+    algorithm's own config class (the trainer's resolved config.yaml does the same)."""
+    from rlvr.algorithms import build_algorithm
+
+    d = cfg.model_dump(mode="json")
+    d["algorithm"] = build_algorithm(cfg.algorithm).config.model_dump(mode="json")
+    return flat(d)
+
+
+# What a cell may change of its algorithm's own recipe, per sweep, and nothing else: the run
+# directory, the seed axis, and the sweep's `overrides:` (the sweep's `eval:` settings are
+# arguments of `rlvr eval`, not keys of the training config).
+SWEEPS = {
+    "six_algorithms_tiny": ("tiny", {"output_dir", "train.seed", "eval.full"}),
+    "six_algorithms_paper": ("paper", {"output_dir", "train.seed"}),
+}
+SWEEP_CELLS = [(s, a) for s in SWEEPS
+               for a in yaml.safe_load((ROOT / "recipes" / "sweeps" / f"{s}.yaml").read_text())["axes"]["algorithm"]]
+
+
+@pytest.mark.parametrize("sweep_name,algorithm", SWEEP_CELLS, ids=[f"{s}-{a}" for s, a in SWEEP_CELLS])
+def test_sweep_cell_resolves_to_the_algorithms_own_recipe(tmp_path, sweep_name, algorithm):
+    """Issue 8: the headline ablation built every cell from grpo.yaml with only `algorithm:` swapped,
+    so its DAPO ran without DAPO's overlong shaping (a `reward:` key). A cell must be its algorithm's
+    recipe, apart from the swept keys."""
+    from rlvr.config import load_config
+    from rlvr.sweep import cell_overrides, cells, load_sweep, write_cell_recipe
+
+    recipe_dir, allowed = SWEEPS[sweep_name]
+    assert len(SWEEP_CELLS) == 12 and {a for s, a in SWEEP_CELLS if s == sweep_name} == {
+        "grpo", "ppo", "rloo", "reinforce_pp", "remax", "dapo"}
+    sweep, base = load_sweep(ROOT / "recipes" / "sweeps" / f"{sweep_name}.yaml")
+    own = resolved(load_config(ROOT / "recipes" / recipe_dir / f"{algorithm}.yaml"))
+    grid = [s for s in cells(sweep) if s["algorithm"] == algorithm]
+    assert grid
+    for settings in grid:
+        out = tmp_path / f"cell-{settings['seed']}"
+        recipe = write_cell_recipe(sweep, base, settings, out)
+        cell = resolved(load_config(recipe, cell_overrides(sweep, settings, out)))
+        assert cell.keys() == own.keys()
+        differ = {k for k in own if cell[k] != own[k]}
+        assert differ <= allowed, {k: (cell[k], own[k]) for k in differ - allowed}
+        assert cell["output_dir"] == str(out) and cell["train.seed"] == settings["seed"]
+        if "eval.full" in allowed:
+            assert cell["eval.full"] is False  # the sweep's overrides: [eval.full=false]
+    if algorithm == "dapo":  # the defect itself: DAPO's overlong shaping reaches the cell
+        assert cell["reward.overlong_buffer"] == own["reward.overlong_buffer"] > 0
+
+
+def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):
+    from rlvr.sweep import cell_recipe, load_sweep
+
+    (tmp_path / "r").mkdir()
+    helpers.write_config(tmp_path / "r" / "grpo.yaml", "tiny", algorithm={"name": "grpo", "scale": "none"})
+    helpers.write_config(tmp_path / "r" / "ppo.yaml", "tiny", algorithm={"name": "ppo", "critic_lr": 1e-3, "vf_coef": 0.5})
+    helpers.write_config(tmp_path / "elsewhere.yaml", "tiny", algorithm={"name": "dapo", "max_gen_batches": 4},
+                         reward={"overlong_buffer": 2})
+    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out",
+                    axes={"algorithm": ["grpo", "ppo", "dapo", "rloo"], "seed": [0]},
+                    recipes={"dapo": "elsewhere.yaml"}, algorithms={"ppo": {"critic_lr": 2e-3}})
+    sweep, base = load_sweep(s)
+    got = {a: cell_recipe(sweep, base, {"algorithm": a, "seed": 0}) for a in ("grpo", "ppo", "dapo", "rloo")}
+    assert got["grpo"][0]["algorithm"] == {"name": "grpo", "scale": "none"} and got["grpo"][1] == base
+    # the sibling ppo.yaml, with the sweep's option on top of the recipe's
+    assert got["ppo"][0]["algorithm"] == {"name": "ppo", "critic_lr": 2e-3, "vf_coef": 0.5}
+    assert got["ppo"][1] == tmp_path / "r" / "ppo.yaml"
+    # the recipes: map, relative to the sweep file; its reward section comes along
+    assert got["dapo"][0]["algorithm"] == {"name": "dapo", "max_gen_batches": 4}
+    assert got["dapo"][0]["reward"]["overlong_buffer"] == 2 and got["dapo"][1] == tmp_path / "elsewhere.yaml"
+    # no recipe of its own: the base with the algorithm section replaced whole
+    assert got["rloo"][0]["algorithm"] == {"name": "rloo"} and got["rloo"][1] == base
+
+
+def test_recipe_for_the_wrong_algorithm_and_bad_cells_fail_at_load(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    helpers.write_config(tmp_path / "r" / "grpo.yaml", "tiny")
+    helpers.write_config(tmp_path / "r" / "rloo.yaml", "tiny", algorithm={"name": "grpo"})  # misnamed
+    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out", axes={"algorithm": ["rloo"]})
+    assert cli(["sweep", s]) == 2
+    err = capsys.readouterr().err
+    assert "rloo.yaml trains 'grpo', not 'rloo'" in err
+    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out", axes={"algorithm": ["ppo"]},
+                    recipes={"ppo": "r/grpo.yaml"})
+    assert cli(["sweep", s]) == 2
+    assert "grpo.yaml trains 'grpo', not 'ppo'" in capsys.readouterr().err
+    # a cell that cannot run (a group baseline with one sample per prompt) stops the sweep before any cell
+    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out",
+                    axes={"algorithm": ["remax", "grpo"], "seed": [0]}, overrides=["rollout.n=1"])
+    assert cli(["sweep", s]) == 2
+    err = capsys.readouterr().err
+    assert "cell grpo-seed0" in err and "algorithm grpo needs rollout.n >= 2" in err
+    assert not (tmp_path / "out").exists()
