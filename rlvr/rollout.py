@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from transformers import GenerationConfig
 
 from rlvr.batch import RolloutBatch
 from rlvr.tasks import Problem
@@ -62,17 +63,24 @@ class HFEngine:
         )
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        was_training = self.model.training
+        was_training, own_config = self.model.training, getattr(self.model, "generation_config", None)
+        # A checkpoint's generation_config.json (a hub model's repetition_penalty, no_repeat_ngram_size,
+        # suppressed tokens, min length ...) fills every setting not passed here and would make the
+        # samples come from another distribution than softmax(logits / T), the one the trainer scores.
+        self.model.generation_config = GenerationConfig()
         self.model.eval()
         chunks = []
-        for s in range(0, ids.shape[0], self.batch_size):
-            out = self.model.generate(
-                input_ids=ids[s:s + self.batch_size].to(device),
-                attention_mask=att[s:s + self.batch_size].to(device),
-                **kwargs,
-            )
-            chunks.append(out[:, P:].cpu())
-        self.model.train(was_training)
+        try:
+            for s in range(0, ids.shape[0], self.batch_size):
+                out = self.model.generate(
+                    input_ids=ids[s:s + self.batch_size].to(device),
+                    attention_mask=att[s:s + self.batch_size].to(device),
+                    **kwargs,
+                )
+                chunks.append(out[:, P:].cpu())
+        finally:
+            self.model.train(was_training)
+            self.model.generation_config = own_config
         R = max(c.shape[1] for c in chunks)
         resp = torch.cat([torch.nn.functional.pad(c, (0, R - c.shape[1]), value=tok.pad_token_id) for c in chunks])
         return make_batch(ids, att, resp, problems, n, tok)

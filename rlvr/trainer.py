@@ -271,7 +271,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         B, M = len(batch), cfg.train.minibatches
         sums: dict[str, float] = {}
-        count, losses, grad_norms = 0, [], []
+        count, losses, grad_norms, lrs = 0, [], [], []
         gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.schedulers[0].last_epoch)
         want_entropy_grad = self.algorithm.config.entropy_coef > 0
         for m in self.trained:
@@ -301,6 +301,7 @@ class Trainer:
                     grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)))
                     if self.critic is not None:
                         acc.clip_grad_norm_(self.critic.parameters(), cfg.train.grad_clip)
+                lrs.append(self.optimizer.param_groups[0]["lr"])  # the lr this optimizer step uses
                 for opt, sched in zip(self.optimizers, self.schedulers):
                     opt.step()
                     sched.step()
@@ -308,7 +309,7 @@ class Trainer:
                 losses.append(float(all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64))))
         out = self.mean_over_processes({k: v / count for k, v in sums.items()})
         out["loss"] = sum(losses) / len(losses)
-        out["lr"] = self.schedulers[0].get_last_lr()[0]
+        out["lr"] = sum(lrs) / len(lrs)  # the mean lr of this step's optimizer steps (not the next step's)
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
@@ -381,7 +382,9 @@ class Trainer:
 
     def log(self, step: int, metrics: dict[str, float], bar=None) -> None:
         acc = self.accelerator
-        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}}
+        # 7 significant digits, not 6 decimals: an lr of 1e-7 or a KL of 3e-8 must not be logged as 0
+        row = {"step": step, **{k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v)
+                                for k, v in metrics.items()}}
         if acc.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
