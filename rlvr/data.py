@@ -19,11 +19,16 @@ reasoning-gym the task's `entry`.
 
 Bad data stops the run here, before any model is loaded, with one message that
 names the key, file, row (1-based; a JSONL row is its line number) and column.
+Gold answers that math-verify reads as something other than what is written
+(`rlvr.rewards.gold_problem`: ASCII `sum_(i=1)^n i^3` reads as the constant 1, so
+`\\boxed{1}` would score 1) are named in one warning, or dropped, or stop the run
+(`data.degenerate_golds`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +39,7 @@ from rlvr.tasks import Problem, humaneval_problems, reasoning_gym_problems, spli
 from rlvr.templates import TEMPLATES, apply_template
 
 RG_TRAIN_SIZE, RG_EVAL_SIZE = 2000, 256  # reasoning-gym defaults (files default to all rows)
+_SHOW_ROWS = 5  # degenerate golds named in the warning; the rest are counted
 _SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -71,6 +77,10 @@ class DataConfig(BaseModel):
     train_size: int | None = Field(None, ge=1, description=f"training problems; default {RG_TRAIN_SIZE} for reasoning-gym, all rows for files")
     eval_size: int | None = Field(None, ge=1, description=f"held-out problems; default {RG_EVAL_SIZE} for reasoning-gym, all rows for files")
     seed: int = Field(0, description="seed for drawing problems (and for subsampling rows when a size is set)")
+    degenerate_golds: Literal["warn", "drop", "error", "off"] = Field(
+        "warn", description="gold answers (files and hub data without tests) that math-verify reads as something other "
+                            "than what is written (nothing; a constant for ASCII `sum_(i=1)^n i^3`): warn naming the "
+                            "rows, drop those rows, error (stop), or off (no check, no math-verify parse at load)")
 
     @field_validator("template")
     @classmethod
@@ -268,7 +278,30 @@ def _problems(rows: list[tuple[int, dict[str, Any]]], cfg: DataConfig, key: str,
             if k in extras:
                 meta[k] = extras[k]
         out.append(Problem(prompt=q, answer=answer, metadata=meta, id=f"{stem}-{n}"))
-    return out
+    return _check_golds(out, cfg, key, where)
+
+
+def _check_golds(problems: list[Problem], cfg: DataConfig, key: str, where: str) -> list[Problem]:
+    """Rows whose gold math-verify reads as something degenerate (`rlvr.rewards.gold_problem`): warn, drop or stop."""
+    if cfg.degenerate_golds == "off" or cfg.columns.tests is not None:
+        return problems
+    from rlvr.rewards import gold_problem
+
+    bad = [(p, why) for p in problems if (why := gold_problem(p.answer))]
+    if not bad:
+        return problems
+    shown = "; ".join(f"row {p.metadata['row']} {_short(p.answer)[1:-1]} {why}" for p, why in bad[:_SHOW_ROWS])
+    more = f"; and {len(bad) - _SHOW_ROWS} more rows" if len(bad) > _SHOW_ROWS else ""
+    msg = (f"{key}: {where}: {len(bad)} of {len(problems)} gold answers in column {cfg.columns.answer!r} are read by "
+           f"math-verify as something else, so math_accuracy would grade against that: {shown}{more}")
+    if cfg.degenerate_golds == "error":
+        raise _error(msg + " (data.degenerate_golds: drop leaves them out, warn goes on with them)")
+    if cfg.degenerate_golds == "drop":
+        print(f"rlvr: WARNING: {msg}; dropped these {len(bad)} rows (data.degenerate_golds: drop)", file=sys.stderr)
+        dropped = {id(p) for p, _ in bad}
+        return [p for p in problems if id(p) not in dropped]
+    print(f"rlvr: WARNING: {msg} (data.degenerate_golds: drop leaves them out, error stops)", file=sys.stderr)
+    return problems
 
 
 def _check_tests(tests: Any) -> str:

@@ -9,7 +9,9 @@ Built in:
 
 * `reasoning_gym`: the task's own reasoning-gym `score_answer`.
 * `math_accuracy`: Hugging Face math-verify, `verify(parse(gold), parse(answer))`
-  (gold first: the order matters), `\\boxed{}` preferred. math-verify bounds its
+  (gold first: the order matters), `\\boxed{}` preferred; under template r1 the
+  answer is the <answer> tag's, a bare one read as if boxed (`math_answer`), and a
+  text gold (`yes`, `\\text{even}`) is compared as words. math-verify bounds its
   time with `signal.alarm`, which only works on the main thread, so its timeouts
   are off and grading runs in a pool of worker processes instead
   (`rlvr.sandbox.WorkerPool`); a grade past `reward.timeout` is killed.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.tasks import Problem, score_reasoning_gym
+from rlvr.templates import ANSWER_STYLE
 
 if TYPE_CHECKING:  # torch is imported only where tensors are made: grading workers import this module
     import torch
@@ -60,8 +64,8 @@ def _error(msg: str) -> Exception:
 # ------------------------------------------------------------ answer extraction
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
+def _last_boxed_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the last \\boxed{...} (or \\fbox{...})'s content, braces balanced."""
     start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if start < 0:
         return None
@@ -73,8 +77,14 @@ def last_boxed(text: str) -> str | None:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i:j]
+                return i, j
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
+    span = _last_boxed_span(text)
+    return text[span[0]:span[1]] if span else None
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -85,6 +95,52 @@ def answer_tag(text: str) -> str | None:
     """Content of the last <answer>...</answer>, stripped; None if there is none."""
     found = _ANSWER_TAG.findall(text)
     return found[-1].strip() if found else None
+
+
+# math delimiters math-verify's LaTeX extraction looks for ($ not escaped as \$)
+_MATH_MARK = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed\b|\\fbox\b")
+_WHOLE_MATH = re.compile(r"^\s*(?:\$\$(.*)\$\$|(?<!\\)\$(.*)(?<!\\)\$|\\\((.*)\\\)|\\\[(.*)\\\])\s*\.?\s*$", re.S)
+_LEAD = re.compile(r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+|hence,?\s+)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
+# ASCII function names LaTeX would read as products of letters (pi -> p*i); sqrt(..) it reads already
+_ASCII_FN = re.compile(r"(?<![\\A-Za-z])(pi|ln|log|exp|sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+
+
+def _bare_to_latex(answer: str) -> str:
+    """A bare final answer as the LaTeX math-verify should read: no lead-in, no closing period, ASCII names as commands."""
+    s = _LEAD.sub("", answer.strip()).strip()
+    while s.endswith(".") and not s.endswith(".."):  # "376, 625." reads as 625 alone
+        s = s[:-1].rstrip()
+    if "\\" not in s:
+        s = _ASCII_FN.sub(r"\\\1", s).replace("**", "^")
+    return s.replace("\\varnothing", "\\emptyset")
+
+
+def math_answer(completion: str, style: str = "boxed") -> str | None:
+    """The text of `completion` that math-verify grades, by the template's answer style (templates.ANSWER_STYLE).
+
+    * `boxed`: the whole completion (math-verify prefers the last \\boxed{}, and finds an
+      unboxed final answer too), its last box's content tidied as a bare answer is.
+    * `r1`: the last <answer> tag's content, None if there is none or it is empty. A bare
+      answer (`2^{n-1}`, `376, 625`, `[0, 1)`, `yes`, `x = 3`, or one wholly in `$...$`)
+      is put in \\boxed{}, so it is read as LaTeX exactly as a boxed answer is; an answer
+      with its own math delimiters inside prose (`the answer is $5$`) is left to math-verify.
+    """
+    if style != "r1":
+        span = _last_boxed_span(completion)
+        if span is None:
+            return completion
+        return completion[:span[0]] + _bare_to_latex(completion[span[0]:span[1]]) + completion[span[1]:]
+    content = answer_tag(completion)
+    if not content:
+        return None
+    whole = _WHOLE_MATH.match(content)
+    if whole:
+        inner = next(g for g in whole.groups() if g is not None)
+        if not _MATH_MARK.search(inner):
+            content = inner
+    if _MATH_MARK.search(content):
+        return math_answer(content, "boxed")  # a \\boxed{} in the tag is tidied as in a boxed completion
+    return "\\boxed{" + _bare_to_latex(content) + "}"
 
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -109,6 +165,11 @@ def build_program(problem: Problem, completion: str) -> str:
     the code, so both a bare body and a whole function work. Tests that define
     HumanEval's `check` are called on `entry_point` when they do not call it.
     """
+    program, tests = _program_and_tests(problem, completion)
+    return program + "\n\n" + tests + "\n"
+
+
+def _program_and_tests(problem: Problem, completion: str) -> tuple[str, str]:
     code, fenced = extract_code(completion)
     meta = problem.metadata
     prefix = meta.get("code_prefix") or ""
@@ -119,26 +180,112 @@ def build_program(problem: Problem, completion: str) -> str:
     entry = meta.get("entry_point")
     if entry and "def check(" in tests and not re.search(r"^check\(", tests, re.M):
         tests += f"\n\ncheck({entry})\n"
-    return program + "\n\n" + tests + "\n"
+    return program, tests
 
 
 # ------------------------------------------------------------ math grading (runs in a worker process)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_gold(gold: str) -> list:
+def _parse_gold(gold: str, timeout: int | None = None) -> list:
+    """math-verify's reading of a gold answer: a bare one (no $, \\boxed) is read as a bare r1 answer is."""
+    import logging
+
     from math_verify import parse
 
-    text = gold if ("$" in gold or "\\boxed" in gold or "\\(" in gold) else f"${gold}$"
-    parsed = parse(text, parsing_timeout=None)
-    return parsed or parse(gold, parsing_timeout=None)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled" on every call
+    text = gold if _MATH_MARK.search(gold) else "\\boxed{" + _bare_to_latex(gold) + "}"
+    parsed = parse(text, parsing_timeout=timeout)
+    return parsed or parse(gold, parsing_timeout=timeout)
+
+
+_PLAIN_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*")
+# what is not a variable in a gold's text: text blocks, environment and font names, commands, "and"/"or"
+_NOT_VARIABLES = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathfrak|mathscr)\s*\{[^{}]*\}|\\[A-Za-z]+|\\.|\b(?:and|or)\b")
+
+
+def gold_problem(gold: str) -> str | None:
+    """Why math-verify's reading of `gold` is not the answer written, or None when it reads fine.
+
+    Degenerate readings: nothing (or no math) read; a word read as a product of its
+    letters (`n mod 3`); a constant while the text has variables (ASCII `sum_(i=1)^n i^3`
+    reads as 1, `\\gcd(a, b)` as 1); or something not a number that grades equal to 0, 1
+    or -1 while the text writes no such number. Such a gold makes math_accuracy grade
+    against the wrong value (`\\boxed{1}` scores 1). Runs in the calling process, with
+    math-verify's own time limit when that is the main thread.
+    """
+    if _PLAIN_NUMBER.fullmatch(gold):
+        return None
+    return _gold_problem(gold, 5 if threading.current_thread() is threading.main_thread() else None)
+
+
+@functools.lru_cache(maxsize=65536)
+def _gold_problem(gold: str, timeout: int | None) -> str | None:
+    from math_verify import parse, verify
+    from sympy import Basic, MatrixBase, Symbol
+    from sympy.core.function import AppliedUndef
+
+    if not gold.strip():
+        return "is empty"
+    g = _parse_gold(gold, timeout)
+    reading = next((x for x in g if isinstance(x, (Basic, MatrixBase))), None)
+    if reading is None:
+        return "is read as no math at all" + (f" (only the text {g[-1]!r})" if g else "")
+    shown = str(reading) if len(str(reading)) <= 40 else str(reading)[:37] + "..."
+    written = str(g[-1]) if isinstance(g[-1], str) else gold
+    variables = _NOT_VARIABLES.sub(" ", _TEXT_MACRO.sub(" ", written))
+    symbols = {str(x).lower() for x in reading.atoms(Symbol)}
+    symbols |= {type(f).__name__.lower() for f in reading.atoms(AppliedUndef)}  # f(x): f
+    if _words(gold) is None:  # a text answer is compared as words; in math, a word read letter by letter is lost
+        for word in re.findall(r"[A-Za-z]{3,}", variables):
+            if set(word.lower()) <= {x for x in symbols if len(x) == 1} | {"e", "i"}:  # E, I: constants
+                return f"reads the word {word!r} as a product of its letters ({shown})"
+    if symbols:
+        return None
+    letters = sorted(set(re.findall(r"[A-Za-z]", variables)) - {"e", "i"})
+    if letters:
+        return f"reads as {shown}: its variables {', '.join(letters)} are lost"
+    # a number read from a text without letters is the number written (\\frac{7}{7} is 1); anything else
+    # (a set, a relation, a truth value) that grades as 0, 1 or -1 where the text writes no such number is lost
+    if "%" not in gold and not getattr(reading, "is_number", False):
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", gold)]
+        for probe in (0, 1, -1):
+            if abs(probe) not in numbers and verify(g, parse(f"\\boxed{{{probe}}}", parsing_timeout=timeout),
+                                                     timeout_seconds=timeout):
+                return f"reads as {probe}, a number it does not write"
+    return None
+
+
+_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|textsf|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+_WORDS = re.compile(r"[a-z]+(?:[ '-]+[a-z]+)*")
+
+
+def _words(text: str, any_letters: bool = False) -> str | None:
+    """A text answer (`yes`, `\\text{even}`, `Evelyn`, `infinitely many`) as lower-case words; None for math.
+
+    Math-verify reads words as products of letters (`yes` -> E*s*y, `YES` -> e*s*y), so
+    `yes` and `YES` differ and `no` equals `on`; text answers are compared as text instead.
+    A bare letter or two (`x`, `ab`) is math unless written in \\text{} (or `any_letters`).
+    """
+    s = text.strip()
+    while len(s) > 1 and s[0] == s[-1] == "$":
+        s = s[1:-1].strip()
+    wrapped = bool(_TEXT_MACRO.search(s))
+    s = _TEXT_MACRO.sub(r"\1", s).strip().rstrip(".!").strip().lower()
+    if not _WORDS.fullmatch(s):
+        return None
+    words = s.replace("-", " ").replace("'", " ").split()
+    if any_letters or wrapped or s in ("yes", "no") or any(len(w) >= 3 for w in words):
+        return " ".join(words)
+    return None
 
 
 def verify_math(gold: str, answer: str) -> float:
-    """1.0 if math-verify finds `answer` (a completion) equal to `gold`, else 0.0.
+    """1.0 if math-verify finds `answer` (`math_answer`'s text of a completion) equal to `gold`, else 0.0.
 
-    No time limit of its own (the caller bounds it); raises if the gold answer
-    does not parse, which is a data error, not the model's.
+    A text gold (`_words`) against a boxed text answer is compared as words. No time
+    limit of its own (the caller bounds it); raises if the gold answer does not
+    parse, which is a data error, not the model's.
     """
     import logging
 
@@ -148,6 +295,12 @@ def verify_math(gold: str, answer: str) -> float:
     g = _parse_gold(gold)
     if not g:
         raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    want = _words(gold)
+    boxed = last_boxed(answer)
+    if want is not None and boxed is not None:
+        said = _words(boxed, any_letters=True)  # against a text gold, "on" is a word too
+        if said is not None:
+            return float(said == want)
     return float(verify(g, parse(answer, parsing_timeout=None), timeout_seconds=None))
 
 
@@ -294,8 +447,9 @@ class MathAccuracy(Reward):
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
         out = Scored([0.0] * len(completions))
         jobs, where = [], []
+        style = ANSWER_STYLE.get(self.ctx.template, "boxed")
         for i, (p, c) in enumerate(zip(problems, completions)):
-            answer = answer_tag(c) if self.ctx.template == "r1" else c
+            answer = math_answer(c, style)
             if answer:  # no answer at all scores 0 without a grade
                 jobs.append((p.metadata.get("answer", p.answer), answer))
                 where.append(i)
@@ -325,7 +479,7 @@ class MathFormat(Reward):
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
         style = self.options.style
         if style == "auto":
-            style = "r1" if self.ctx.template == "r1" else "boxed"
+            style = ANSWER_STYLE.get(self.ctx.template, "boxed")
         if style == "r1":
             return Scored([float(bool(_R1_FORMAT.match(c))) for c in completions])
         return Scored([float(bool((last_boxed(c) or "").strip())) for c in completions])
@@ -334,8 +488,15 @@ class MathFormat(Reward):
 class _CodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout: float | None = Field(None, gt=0.0, description="wall-clock seconds per program; default reward.timeout")
-    memory_mb: int = Field(1024, ge=64, description="address-space limit per process, MiB")
-    max_processes: int = Field(32, ge=1, description="processes and threads the program may have")
+    memory_mb: int = Field(1024, ge=64, description="memory for the program's whole process tree, MiB (each "
+                                                    "process gets memory_mb / max_processes of address space)")
+    max_processes: int = Field(8, ge=1, description="processes and threads the program may have")
+    builtin_results: bool = Field(
+        True, description="function tests (HumanEval check, assert lists) run in a trusted judge outside the sandbox; "
+                          "arguments and results cross as builtin types only (an object overriding == cannot pass). "
+                          "false: the tests run inside the sandbox with the program, for arguments or results of "
+                          "other types (classes, numpy); weaker: a program that tampers with the interpreter (its "
+                          "frames, builtins) can forge a pass")
 
 
 class CodeTests(Reward):
@@ -343,10 +504,15 @@ class CodeTests(Reward):
     needs = "tests"
 
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
-        from rlvr.sandbox import run_many
+        """1 when every test passed: stdout compared here, function tests decided by rlvr.judge."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rlvr.judge import check_function, run_inside
+        from rlvr.sandbox import isolation, run_program
 
         o = self.options
-        runs: list[dict[str, Any]] = []
+        limits = {"timeout": o.timeout or self.ctx.timeout, "memory_mb": o.memory_mb, "max_processes": o.max_processes}
+        runs: list[Callable[[], Any]] = []
         owner: list[int] = []
         expected: list[str | None] = []
         out = Scored([0.0] * len(completions))
@@ -355,15 +521,21 @@ class CodeTests(Reward):
             if isinstance(tests, list) and tests and isinstance(tests[0], dict):  # stdin/stdout cases
                 code = extract_code(c)[0]
                 for case in tests:
-                    runs.append({"code": code, "stdin": str(case["input"])})
+                    runs.append(functools.partial(run_program, code, stdin=str(case["input"]), **limits))
                     owner.append(i)
                     expected.append(str(case["output"]))
+                continue
+            program, tests = _program_and_tests(p, c)
+            if o.builtin_results:
+                runs.append(functools.partial(check_function, program, tests, prefix=p.metadata.get("code_prefix") or "",
+                                              entry_point=p.metadata.get("entry_point"), **limits))
             else:
-                runs.append({"code": build_program(p, c)})
-                owner.append(i)
-                expected.append(None)
-        results = run_many(runs, workers=self.ctx.workers, timeout=o.timeout or self.ctx.timeout,
-                           memory_mb=o.memory_mb, max_processes=o.max_processes)
+                runs.append(functools.partial(run_inside, program, tests, **limits))
+            owner.append(i)
+            expected.append(None)
+        isolation()  # probe once, not in every thread
+        with ThreadPoolExecutor(max(1, min(self.ctx.workers, len(runs))), thread_name_prefix="rlvr-code") as pool:
+            results = list(pool.map(lambda run: run(), runs))
         passed = [True] * len(completions)
         timed_out = [False] * len(completions)
         for i, want, r in zip(owner, expected, results):

@@ -2,34 +2,39 @@
 
 Two tools live here, both stdlib-only so that worker processes start fast:
 
-* `run_program(code)` runs a model-written Python program in a sandbox and says
-  whether it exited 0. `run_many` runs many of them on a thread pool, each
-  thread driving its own child process.
+* `run_program(code)` runs a model-written Python program in a jail and says
+  whether it exited 0 (a reward must ask more than that: see rlvr.judge).
+  `run_many` runs many of them on a thread pool, each thread driving its own
+  launcher process.
 * `WorkerPool` keeps a few long-lived Python workers that call one trusted but
   possibly slow function (math-verify's sympy can hang on adversarial input),
   killing and replacing a worker that runs past the time limit.
 
-How a program is contained (each step falls back, and says so in `isolation`):
+How a program is contained (rlvr/jail.py has the details):
 
-  parent (trainer thread)
-   `- launcher: a tiny Python run as the trainer's user, in a new session
-       - unshare(CLONE_NEWNET): a network namespace with no interface up, so
-         no connection leaves the box, not even to localhost. Without the
-         privilege (not root, no user namespaces) a Python-level socket guard
-         is installed instead ("python-guard"), which ctypes could bypass.
-       - PR_SET_CHILD_SUBREAPER, so every descendant is reaped here, even when
-         the container's init does not reap orphans.
-       `- child: own process group, rlimits (address space, CPU seconds,
-          processes, file size, no core dumps), then, when the trainer is
-          root, drops to an unused uid of its own so that RLIMIT_NPROC applies
-          (root ignores it) and it cannot write to root's files; cwd is a fresh
-          temporary directory owned by that uid, the environment is scrubbed to
-          PATH/HOME/TMPDIR/LANG.
-  At exit, timeout or kill, every process of the sandbox uid is killed with
-  kill(-1) run as that uid (which catches children that left the process
-  group with setsid), or, without a uid of its own, the child's process group.
-  The world-writable /tmp, /var/tmp and /dev/shm stay writable (there is no
-  mount namespace); what the uid left there is deleted after each program.
+  trainer thread
+   `- launcher (python -I -S rlvr/jail.py), new session, the trainer's user
+       unshare: user namespace (unless root), mount, pid, ipc, uts, network
+       `- init, pid 1 of the jail: a new root on a tmpfs holding read-only
+          /usr, /lib*, /bin, /etc and the interpreter, a fresh /proc, empty
+          /tmp /var/tmp /dev/shm /run; no $HOME, no run directory, no repo, no
+          host unix socket; no network interface up; SysV IPC of its own
+          `- the program: rlimits, no privilege (as root: an unused uid of its
+             own; otherwise uid 0 of the user namespace with no capability),
+             cwd /sandbox, environment scrubbed to PATH/HOME/TMPDIR/LANG.
+  When the program ends, init ends and the kernel kills everything left in the
+  pid namespace; the tmpfs, with all the program wrote, goes with it.
+
+Memory is bounded for the whole process tree by rlimits: each process gets an
+address space of memory_mb / max_processes and at most max_processes processes
+and threads (RLIMIT_NPROC, counted per user namespace or per sandbox uid), so
+the defaults (1024 MiB, 8) give 128 MiB per process. Files the program writes
+live on one tmpfs of file_size_mb + 1 MiB.
+
+Where the kernel forbids namespaces (some containers), programs run the old way
+(an own uid when root, a network namespace or a Python-level socket guard, a
+process group, rlimits, a fresh directory under /tmp) and `isolation()` lists
+what is missing; a warning says so once.
 """
 
 from __future__ import annotations
@@ -48,11 +53,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from rlvr.jail import interpreter
+
 RC_MEMORY = 86  # the harness's exit code for MemoryError
 RC_SETUP = 97  # the launcher could not set the child up (a sandbox error, not the program's)
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a Result
 _UID_BASE = 2_000_000  # sandbox uids: far above any real account
 _UID_SLOTS = 128  # concurrent sandboxes per trainer process
+_JAIL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail.py")
+MISSING_WITHOUT_JAIL = [
+    "pid namespace: kill(-1) can reach the trainer's other processes when not root",
+    "mount namespace: $HOME, the run directory and host unix sockets are readable/connectable; "
+    "/tmp, /var/tmp, /dev/shm are shared",
+    "ipc namespace: SysV shared memory and message queues are shared",
+]
 
 
 @dataclass
@@ -65,92 +79,6 @@ class Result:
     returncode: int | None = None
     isolation: dict[str, str] = field(default_factory=dict)  # what containment this run really had
 
-
-# ------------------------------------------------------------ the launcher (runs as its own process)
-
-# Runs as `python -I -S -c _LAUNCHER <json>`. Kept stdlib-only and short: it starts once per program.
-_LAUNCHER = r'''
-import ctypes, json, os, resource, signal, sys
-a = json.loads(sys.argv[1])
-status_fd = a["status_fd"]
-libc = ctypes.CDLL(None, use_errno=True)
-report = {"network": "python-guard", "user": "none"}
-if a["netns"]:
-    flags = 0x40000000 if os.geteuid() == 0 else 0x40000000 | 0x10000000  # CLONE_NEWNET [| CLONE_NEWUSER]
-    if libc.unshare(flags) == 0:
-        report["network"] = "namespace"
-libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans are reaped here
-env = dict(a["env"])
-if report["network"] != "namespace":
-    env["RLVR_SANDBOX_NO_NETWORK"] = "1"
-uid = a["uid"]
-if uid is not None:
-    report["user"] = "uid %d" % uid
-pid = os.fork()
-if pid == 0:
-    try:
-        os.close(status_fd)
-        os.setpgid(0, 0)
-        L = a["limits"]
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_AS, (L["as"], L["as"]))
-        resource.setrlimit(resource.RLIMIT_CPU, (L["cpu"], L["cpu"] + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (L["fsize"], L["fsize"]))
-        resource.setrlimit(resource.RLIMIT_NPROC, (L["nproc"], L["nproc"]))
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        os.chdir(a["workdir"])
-        os.execve(a["python"], [a["python"], "-I", "-c", a["harness"]], env)
-    except BaseException as e:
-        os.write(2, ("rlvr sandbox: could not start the program: %r\n" % (e,)).encode())
-    os._exit(97)
-
-def kill_tree():
-    if uid is not None:
-        k = os.fork()
-        if k == 0:  # as the sandbox uid, kill(-1) reaches exactly the sandbox's processes
-            try:
-                os.setgid(uid); os.setuid(uid); os.kill(-1, signal.SIGKILL)
-            except BaseException:
-                pass
-            os._exit(0)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-def on_timeout(signum, frame):
-    report["timeout"] = True
-    kill_tree()
-
-signal.signal(signal.SIGALRM, on_timeout)
-signal.signal(signal.SIGTERM, on_timeout)
-signal.setitimer(signal.ITIMER_REAL, a["timeout"])
-while True:
-    try:
-        w, st = os.wait()
-    except ChildProcessError:
-        st = None
-        break
-    if w == pid:
-        break
-signal.setitimer(signal.ITIMER_REAL, 0)
-if st is not None:
-    if os.WIFSIGNALED(st):
-        report["signal"] = os.WTERMSIG(st)
-    else:
-        report["exit"] = os.WEXITSTATUS(st)
-kill_tree()
-while True:  # reap every descendant (killed above, or the kill helper)
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-os.write(status_fd, json.dumps(report).encode())
-'''
 
 # Runs as the program's interpreter: `python -I -c _HARNESS` in the work dir.
 _HARNESS = r'''
@@ -208,27 +136,46 @@ def _python_candidates() -> list[str]:
 
 
 def isolation() -> dict[str, Any]:
-    """What this machine lets the sandbox do, probed once: uid drop, interpreter, network.
+    """What this machine lets the sandbox do, probed once: jail, uid, interpreter, network.
 
-    The trainer's interpreter may sit where an unprivileged uid cannot read it (a
-    pyenv under /root); then the first system python3 that works under the
-    sandbox uid runs the programs. If none does, programs run as the trainer's user.
+    First choice: the jail (namespaces) with the trainer's own interpreter (else the
+    first system python3 that works there). If the
+    kernel refuses namespaces, the old way: as root an unused uid (then the first
+    python3 that uid can read), else the trainer's user; `missing` lists the
+    protections lost, and a warning says so once.
     """
     global _probed
     with _probe_lock:
         if _probed is not None:
             return _probed
         probe = "import collections, json, math, re, socket\nprint('ok')\n"
-        found: dict[str, Any] = {"python": sys.executable, "drop_uid": False}
-        if os.geteuid() == 0:
-            for py in _python_candidates():
-                r = _run(probe, python=py, drop_uid=True, timeout=30.0, memory_mb=1024, cpu_seconds=30,
-                         max_processes=16, file_size_mb=1, stdin=None)
-                if r.status == "ok" and r.stdout.strip() == "ok":
-                    found = {"python": py, "drop_uid": True}
-                    break
-        r = _run(probe, python=found["python"], drop_uid=found["drop_uid"], timeout=30.0, memory_mb=1024,
-                 cpu_seconds=30, max_processes=16, file_size_mb=1, stdin=None)
+        root = os.geteuid() == 0
+        kw = dict(timeout=30.0, memory_mb=1024, cpu_seconds=30, max_processes=8, file_size_mb=1, stdin=None)
+        r = Result(False, "error", stderr="RLVR_SANDBOX_NO_JAIL is set")  # to see (and test) the fallback
+        for py in [] if os.environ.get("RLVR_SANDBOX_NO_JAIL") else _python_candidates():
+            r = _run(probe, python=py, drop_uid=root, jail=True, **kw)
+            if r.status == "ok" and r.stdout.strip() == "ok":
+                break
+        if r.status == "ok" and r.stdout.strip() == "ok":
+            found: dict[str, Any] = {"python": py, "drop_uid": root, "jail": True, "missing": []}
+        else:
+            jail_error = (r.stderr.strip().splitlines() or [r.status])[-1]
+            found = {"python": sys.executable, "drop_uid": False, "jail": False, "jail_error": jail_error}
+            if root:
+                for py in _python_candidates():
+                    r = _run(probe, python=py, drop_uid=True, jail=False, **kw)
+                    if r.status == "ok" and r.stdout.strip() == "ok":
+                        found.update(python=py, drop_uid=True)
+                        break
+            r = _run(probe, python=found["python"], drop_uid=found["drop_uid"], jail=False, **kw)
+            found["missing"] = list(MISSING_WITHOUT_JAIL)
+            if not found["drop_uid"]:
+                found["missing"].append("own uid: the program runs as the trainer's user and can write "
+                                        "wherever the user can")
+            if r.isolation.get("network") != "namespace":
+                found["missing"].append("network namespace: a Python-level socket guard only (ctypes can bypass it)")
+            print(f"rlvr sandbox: WARNING: the kernel refused the jail ({jail_error}); programs run with "
+                  "weaker containment. Missing: " + "; ".join(found["missing"]), file=sys.stderr)
         found["network"] = r.isolation.get("network", "unknown")
         found["user"] = r.isolation.get("user", "none")
         found["works"] = r.status == "ok"
@@ -242,20 +189,24 @@ def isolation() -> dict[str, Any]:
 
 
 def run_program(code: str, *, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None,
-                max_processes: int = 32, file_size_mb: int = 16, stdin: str | None = None,
+                max_processes: int = 8, file_size_mb: int = 16, stdin: str | None = None,
                 python: str | None = None) -> Result:
     """Run Python `code` sandboxed; `passed` when it exits 0 within every limit.
 
     timeout: wall-clock seconds for the whole process tree; cpu_seconds: CPU time
-    per process (default: the timeout, rounded up); memory_mb: address space per
-    process; max_processes: processes and threads of the sandbox uid; file_size_mb:
-    largest file it may write; stdin: text fed to the program; python: the
-    interpreter (default: probed, see `isolation`).
+    per process (default: the timeout, rounded up); memory_mb: memory for the
+    whole process tree (each process gets memory_mb / max_processes of address
+    space); max_processes: processes and threads; file_size_mb: largest file,
+    and the size of the jail's tmpfs; stdin: text fed to the program; python:
+    the interpreter (default: probed, see `isolation`).
     """
+    return _run_with(code, timeout=timeout, memory_mb=memory_mb, cpu_seconds=cpu_seconds, max_processes=max_processes,
+                     file_size_mb=file_size_mb, stdin=stdin, python=python)
+
+
+def _run_with(code: str, *, python: str | None = None, **kw: Any) -> Result:
     iso = isolation()
-    return _run(code, python=python or iso["python"], drop_uid=iso["drop_uid"], timeout=timeout,
-                memory_mb=memory_mb, cpu_seconds=cpu_seconds, max_processes=max_processes,
-                file_size_mb=file_size_mb, stdin=stdin)
+    return _run(code, python=python or iso["python"], drop_uid=iso["drop_uid"], jail=iso["jail"], **kw)
 
 
 def run_many(programs: Sequence[str | dict[str, Any]], *, workers: int = 4, **limits: Any) -> list[Result]:
@@ -281,38 +232,56 @@ def run_many(programs: Sequence[str | dict[str, Any]], *, workers: int = 4, **li
         return list(pool.map(one, programs))
 
 
-def _run(code: str, *, python: str, drop_uid: bool, timeout: float, memory_mb: int, cpu_seconds: int | None,
-         max_processes: int, file_size_mb: int, stdin: str | None) -> Result:
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+
+
+def _run(code: str, *, python: str, drop_uid: bool, jail: bool, timeout: float, memory_mb: int,
+         cpu_seconds: int | None, max_processes: int, file_size_mb: int, stdin: str | bytes | None = None,
+         harness: str = _HARNESS, fds: Sequence[int] = (), judge: dict[str, Any] | None = None) -> Result:
+    """One program. `fds` become the program's fds 3, 4, ... and are closed here once it started.
+
+    `judge` (rlvr.judge) has the launcher fork a judge wired to the program's fds 3 and 4.
+    """
+    owned = (*fds, judge["verdict_fd"]) if judge is not None else tuple(fds)
     t0 = time.monotonic()
     uid = _uids.acquire() if drop_uid else None
     workdir = tempfile.mkdtemp(prefix="rlvr-sandbox-")
     status_r, status_w = os.pipe()
+    cfg_r, cfg_w = os.pipe()
     out_f, err_f, in_f = tempfile.TemporaryFile(), tempfile.TemporaryFile(), tempfile.TemporaryFile()
     proc = None
     try:
         with open(os.path.join(workdir, "solution.py"), "w") as f:
             f.write(code)
-        if uid is not None:
+        if uid is not None and not jail:
             os.chown(workdir, uid, uid)
             os.chown(os.path.join(workdir, "solution.py"), uid, uid)
         if stdin:
-            in_f.write(stdin.encode())
+            in_f.write(stdin.encode() if isinstance(stdin, str) else stdin)
             in_f.seek(0)
-        nproc = max_processes if uid is not None else _own_process_count() + max_processes
+        nproc = max_processes if (uid is not None or jail) else _own_process_count() + max_processes
+        home = "/sandbox" if jail else workdir
         args = {
-            "status_fd": status_w, "netns": True, "uid": uid, "python": python, "workdir": workdir,
-            "harness": _HARNESS, "timeout": float(timeout),
-            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                    "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-                    "OMP_NUM_THREADS": "1"},
-            "limits": {"as": int(memory_mb) << 20, "cpu": int(cpu_seconds or max(1, -(-timeout // 1))),
+            "status_fd": status_w, "jail": jail, "uid": uid, "python": python, "workdir": workdir,
+            "harness": harness, "timeout": float(timeout), "fds": list(fds), "judge": judge,
+            "binds": interpreter(python)["binds"] if jail else [], "tmpfs_mb": int(file_size_mb) + 1,
+            "path": interpreter(python)["path"],
+            "env": dict(_ENV, HOME=home, TMPDIR="/tmp" if jail else workdir),
+            "limits": {"as": (int(memory_mb) << 20) // max(1, int(max_processes)),
+                       "cpu": int(cpu_seconds or max(1, -(-timeout // 1))),
                        "fsize": int(file_size_mb) << 20, "nproc": int(nproc)},
         }
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(args)],
-                                stdin=in_f, stdout=out_f, stderr=err_f, pass_fds=(status_w,),
+        proc = subprocess.Popen([sys.executable, "-I", "-S", _JAIL, str(cfg_r)],
+                                stdin=in_f, stdout=out_f, stderr=err_f, pass_fds=(status_w, cfg_r, *owned),
                                 start_new_session=True, cwd=workdir, env={"PATH": "/usr/bin:/bin"})
-        os.close(status_w)
-        status_w = -1
+        for fd in (status_w, cfg_r, *owned):
+            os.close(fd)
+        status_w = cfg_r = -1
+        owned = ()
+        with os.fdopen(cfg_w, "wb") as f:
+            cfg_w = -1
+            f.write(json.dumps(args).encode())
         # the launcher enforces `timeout` and closes the status pipe as it exits; this is the backstop
         ready, _, _ = select.select([status_r], [], [], timeout + 10.0)
         if not ready:
@@ -324,7 +293,8 @@ def _run(code: str, *, python: str, drop_uid: bool, timeout: float, memory_mb: i
         duration = time.monotonic() - t0
         out, err = _read_tail(out_f), _read_tail(err_f)
         status, rc = _classify(report, proc.returncode, err)
-        iso = {k: report[k] for k in ("network", "user") if k in report}
+        iso = {k: report[k] for k in ("network", "user", "jail", "proc", "root") if k in report}
+        iso["memory"] = f"rlimit: {max_processes} x {memory_mb / max(1, max_processes):.0f} MiB"
         return Result(passed=status == "ok", status=status, stdout=out, stderr=err, duration=duration,
                       returncode=rc, isolation=iso)
     except OSError as e:
@@ -333,20 +303,21 @@ def _run(code: str, *, python: str, drop_uid: bool, timeout: float, memory_mb: i
         if proc is not None and proc.poll() is None:
             _kill_everything(proc.pid, uid)
             proc.wait()
-        for fd in (status_r, status_w):
+        for fd in (status_r, status_w, cfg_r, cfg_w, *owned):
             if fd >= 0:
                 os.close(fd)
         for f in (out_f, err_f, in_f):
             f.close()
         shutil.rmtree(workdir, ignore_errors=True)
         if uid is not None:
-            _kill_uid(uid)  # nothing should be left; be sure before the uid is reused
-            _remove_files_of(uid)
+            if not jail:  # in the jail the kernel already took every process and file of the run
+                _kill_uid(uid)
+                _remove_files_of(uid)
             _uids.release(uid)
 
 
 def _classify(report: dict[str, Any], launcher_rc: int | None, stderr: str) -> tuple[str, int | None]:
-    if "launcher_failed" in report:
+    if "launcher_failed" in report or "setup_error" in report:
         return "error", None
     if report.get("timeout") or not report:  # no report: the backstop killed the launcher
         return "timeout", None

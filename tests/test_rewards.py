@@ -92,6 +92,11 @@ def test_r1_template_grades_the_answer_tag():
         scores = reward([math_problem("4")] * 3, ["<think>it is 5? no</think> <answer>4</answer>",
                                                  "<think>so 4</think> <answer>5</answer>", "4"])
         assert scores == [1.0, 0.0, 0.0]  # the answer is the tag's, not a number in the reasoning
+        # a bare answer in the tag is read as LaTeX, as if boxed (before: 2^{n-1} was read as 2, [0, 1) as 1)
+        golds = ["2^{n-1}", "2^{n-1}", "[0, 1)", "[0, 1)", "Yes", "Yes"]
+        tags = ["2^{n-1}", "2^n", "[0, 1)", "[0, 1]", "yes", "no"]
+        scores = reward([math_problem(g) for g in golds], [f"<think>t</think> <answer>{a}</answer>" for a in tags])
+        assert scores == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     finally:
         reward.close()
 
