@@ -158,6 +158,10 @@ def isolation() -> dict[str, Any]:
                 break
         if r.status == "ok" and r.stdout.strip() == "ok":
             found: dict[str, Any] = {"python": py, "drop_uid": root, "jail": True, "missing": []}
+            if r.isolation.get("seccomp") != "on":
+                found["missing"].append(f"seccomp ({r.isolation.get('seccomp', 'unknown')}): a program can make "
+                                        "namespaces of its own, mount a tmpfs there and fill it past the memory bound")
+                print("rlvr sandbox: WARNING: " + found["missing"][-1], file=sys.stderr)
         else:
             jail_error = (r.stderr.strip().splitlines() or [r.status])[-1]
             found = {"python": sys.executable, "drop_uid": False, "jail": False, "jail_error": jail_error}
@@ -293,7 +297,7 @@ def _run(code: str, *, python: str, drop_uid: bool, jail: bool, timeout: float, 
         duration = time.monotonic() - t0
         out, err = _read_tail(out_f), _read_tail(err_f)
         status, rc = _classify(report, proc.returncode, err)
-        iso = {k: report[k] for k in ("network", "user", "jail", "proc", "root") if k in report}
+        iso = {k: report[k] for k in ("network", "user", "jail", "proc", "root", "seccomp") if k in report}
         iso["memory"] = f"rlimit: {max_processes} x {memory_mb / max(1, max_processes):.0f} MiB"
         return Result(passed=status == "ok", status=status, stdout=out, stderr=err, duration=duration,
                       returncode=rc, isolation=iso)

@@ -171,6 +171,45 @@ def main():
     tcp.close()
     report("network connection to localhost", connected, r.stderr[-200:])
 
+    # memory outside the bound: a nested user + mount namespace mounting its own tmpfs and filling it
+    # (tmpfs pages count against no rlimit). 192 MiB in files of 8 MiB, under a 128 MiB bound.
+    code = ("import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "uid, gid = os.getuid(), os.getgid()\n"
+            "if libc.unshare(0x10000000 | 0x00020000) == 0:\n"
+            "    for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {uid} 1'), ('gid_map', f'0 {gid} 1')):\n"
+            "        try:\n"
+            "            open('/proc/self/' + name, 'w').write(text)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "os.makedirs('/tmp/big', exist_ok=True)\n"
+            "print('mount', libc.mount(b'none', b'/tmp/big', b'tmpfs', 0, b'size=1g'))\n"
+            "n = 0\n"
+            "try:\n"
+            "    for i in range(24):\n"
+            "        with open(f'/tmp/big/f{i}', 'wb') as f:\n"
+            "            for _ in range(8):\n"
+            "                f.write(b'x' * (1 << 20))\n"
+            "        n += 1\n"
+            "except OSError as e:\n"
+            "    print(e)\n"
+            "print('MiB', n * 8)\n")
+    r = run_program(code, timeout=20, memory_mb=128, max_processes=2, file_size_mb=16)
+    mib = max([int(x) for line in r.stdout.splitlines() if line.startswith("MiB") for x in line.split()[1:]] or [0])
+    report("files on a tmpfs of its own, past the memory bound (nested namespaces)", mib > 128, r.stdout[-200:])
+
+    # the trainer's session keyring (ssh/kerberos/ecryptfs keys live in keyrings) must not be inherited
+    nr = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+    if nr is not None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        mine = libc.syscall(nr, 0, -3, 0, 0, 0)  # KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, no create
+        code = f"import ctypes\nprint('KR', ctypes.CDLL(None).syscall({nr}, 0, -3, 0, 0, 0))\n"
+        r = run_program(code, timeout=10)
+        theirs = [int(x) for line in r.stdout.splitlines() if line.startswith("KR") for x in line.split()[1:]]
+        report("the trainer's session keyring is the program's", mine > 0 and mine in theirs, f"{mine} {theirs}")
+
     # last: kill every process the program may signal; this script must survive it
     if not iso.get("jail") and os.getuid() != 0 and "--kill" not in sys.argv:
         print(json.dumps({"skipped": "kill(-1): without the jail it reaches every process of this user"}), flush=True)
