@@ -1,11 +1,32 @@
 """The algorithm seam: a base class, its shared config, and the registry.
 
-An algorithm declares what the trainer must provide (a critic, a reference
-model, a greedy baseline sample, which groups to keep) and computes two things:
-`compute_advantages(batch)` fills `batch.advantages` (and `batch.returns` when
-it has a critic), and `compute_loss(batch, logprobs, ...)` returns this
-micro-batch's share of the minibatch loss. The trainer never branches on an
-algorithm's name.
+An algorithm computes two things: `compute_advantages(batch)` fills
+`batch.advantages` (and `batch.returns` where it has them), and
+`compute_loss(batch, logprobs, ...)` returns this micro-batch's share of the
+minibatch loss. Everything else that differs between algorithms is owned here,
+through hooks the trainer calls at fixed points of a step (defaults do nothing):
+
+    setup(trainer)                 once, before the first step: own models, via
+                                   trainer.prepare_model (the reference; PPO's critic)
+    after_scoring(batch)           each scored batch: reward shaping (overlong)
+    keep_group(rewards, scores)    each prompt group: whether it is trained on;
+    max_gen_batches, raise_on_shortfall   with these, refill rounds (DAPO)
+    after_rollout(batch, trainer)  the step's batch, complete: extra sampling
+                                   passes (ReMax's greedy sample), via
+                                   trainer.rollout / trainer.score
+    after_logprobs(batch, trainer) old log-probs known: no-grad passes of own
+                                   models (reference log-probs, critic values)
+    compute_advantages(batch), prepare(batch)
+    forward_extras(micro)          each micro-batch of the update, with grad:
+                                   own models' outputs, passed to compute_loss
+    wants_entropy_grad             whether the loss differentiates the entropy
+    state_dict(), load_state_dict(state)   saved in every checkpoint (the
+                                   adaptive KL coefficient)
+
+So a method with another model or another sampling pass is one file: the
+trainer prepares, steps, clips and checkpoints the models an algorithm hands it,
+and never asks which algorithm it runs (prime-rl's orchestrator/algo/base.py has
+the same shape). An algorithm's per-sample data rides in `batch.extras`.
 
 The default `compute_loss` is the PPO-clipped policy-gradient loss with the
 options every algorithm shares (KL as a loss term, entropy bonus), aggregated by
@@ -17,13 +38,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlvr.batch import RolloutBatch
 from rlvr.losses import AGG_MODES, agg_loss, all_reduce_sum, clipped_pg_loss, kl_penalty, masked_mean
+
+if TYPE_CHECKING:
+    from rlvr.trainer import Trainer
 
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 assert set(AggMode.__args__) == set(AGG_MODES)
@@ -47,22 +71,22 @@ class AlgorithmConfig(BaseModel):
     kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon, in samples")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
     overlong_filter: bool = Field(False, description="mask truncated responses (no eos within max_new_tokens) out of the loss")
+    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong reward shaping: penalise the last N tokens before rollout.max_new_tokens, falling to -overlong_factor at the limit; 0 = off")
+    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong reward shaping: the penalty at rollout.max_new_tokens")
 
 
 class Algorithm:
-    """Base class. Subclass, set `Config`, override `compute_advantages`."""
+    """Base class. Subclass, set `Config`, override `compute_advantages`, and fill
+    the hooks the method needs (module docstring)."""
 
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
-    needs_critic: ClassVar[bool] = False
-    wants_greedy_baseline: ClassVar[bool] = False
-    max_gen_batches: int = 1  # generation rounds per step to fill the batch (dynamic sampling)
-    raise_on_shortfall: bool = False  # after max_gen_batches rounds: raise, or train on what was kept
 
     def __init__(self, config: AlgorithmConfig, *, max_new_tokens: int | None = None, group_size: int | None = None):
         self.config = config
         self.max_new_tokens = max_new_tokens
         self.group_size = group_size
-        self.kl_coef = config.kl_coef  # moves when the adaptive controller is on
+        self.kl_coef = config.kl_coef  # moves when the adaptive controller is on; checkpointed (state_dict)
+        self.ref: torch.nn.Module | None = None  # the frozen reference model, after setup() when needs_reference
         self.check()
 
     def check(self) -> None:
@@ -72,6 +96,9 @@ class Algorithm:
         if self.group_size is not None and self.group_size < need:
             raise ValueError(f"algorithm {self.config.name} needs rollout.n >= {need} samples per prompt: its baseline "
                              f"is the other samples of the same prompt (got rollout.n={self.group_size})")
+        buf = self.config.overlong_buffer
+        if buf and self.max_new_tokens is not None and buf >= self.max_new_tokens:
+            raise ValueError(f"algorithm.overlong_buffer={buf} must be below rollout.max_new_tokens={self.max_new_tokens}")
 
     def min_group_size(self) -> int:
         """Samples per prompt (rollout.n) the advantage needs: 2 for a group baseline."""
@@ -81,10 +108,57 @@ class Algorithm:
     def needs_reference(self) -> bool:
         return self.config.kl_coef > 0
 
+    # ------------------------------------------------------------ hooks, in step order
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Once, after the policy is prepared and before the first step (and before a resume
+        loads a checkpoint): create the models this algorithm needs and hand them to
+        `trainer.prepare_model` (with `lr`: trained, stepped, clipped and checkpointed with
+        the policy; without: frozen). The base loads the reference model when the KL is on.
+        Subclasses that add models call super().setup(trainer) first."""
+        if self.needs_reference:
+            from rlvr.models import load_model_and_tokenizer
+
+            model, _ = load_model_and_tokenizer(trainer.model_path, trainer.cfg.model.dtype)
+            self.ref = trainer.prepare_model(model)
+
+    def after_scoring(self, batch: RolloutBatch) -> None:
+        """Each batch the trainer scores (`trainer.score`): `batch.scores` holds the verifier's
+        rewards and `batch.rewards` a copy to shape. The base adds DAPO's overlong penalty
+        when `overlong_buffer` > 0, a reward wrapper any algorithm may use (ALGORITHMS.md)."""
+        c = self.config
+        if c.overlong_buffer:
+            from rlvr.rewards import overlong_penalty
+
+            batch.rewards = batch.rewards + overlong_penalty(batch.response_lengths, self.max_new_tokens,
+                                                             c.overlong_buffer, c.overlong_factor)
+
     def keep_group(self, rewards: torch.Tensor, scores: torch.Tensor | None = None) -> bool:
         """Whether a prompt group enters the training batch, given its rewards [n]
         and its verifier scores before any shaping [n]."""
         return True
+
+    @property
+    def max_gen_batches(self) -> int:
+        """Generation rounds per step at most while `keep_group` drops groups (refill)."""
+        return 1
+
+    @property
+    def raise_on_shortfall(self) -> bool:
+        """After max_gen_batches rounds short of groups: raise (True) or train on what was kept."""
+        return False
+
+    def after_rollout(self, batch: RolloutBatch, trainer: "Trainer") -> None:
+        """Once per step, on the step's batch (every round joined, groups kept), before any
+        log-prob: draw extra samples with `trainer.rollout`, score them with `trainer.score`,
+        and keep what the advantage needs in `batch.extras`."""
+
+    def after_logprobs(self, batch: RolloutBatch, trainer: "Trainer") -> None:
+        """After the trainer filled `batch.old_logprobs`, before `compute_advantages`: no-grad
+        forward passes of this algorithm's own models (`trainer.forward` runs a function over
+        micro-batches). The base fills `batch.ref_logprobs` when a reference model is loaded."""
+        if self.ref is not None:
+            batch.ref_logprobs = trainer.logprobs(self.ref, batch)
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
         raise NotImplementedError
@@ -94,16 +168,31 @@ class Algorithm:
         if self.config.overlong_filter:
             batch.response_mask = batch.response_mask * (~batch.truncated).to(batch.response_mask.dtype)[:, None]
 
-    def critic_lr(self, policy_lr: float) -> float:
-        """Learning rate of the critic's optimizer (algorithms with a critic override)."""
-        return policy_lr
+    def forward_extras(self, micro: RolloutBatch) -> dict[str, torch.Tensor]:
+        """Each micro-batch of the update, after the policy's forward and with grad: outputs of
+        this algorithm's trained models, passed to `compute_loss` as keyword arguments."""
+        return {}
+
+    @property
+    def wants_entropy_grad(self) -> bool:
+        """Whether the loss differentiates the policy's entropy (else it is only logged)."""
+        return self.config.entropy_coef > 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """This algorithm's own state, JSON-serialisable, saved in every checkpoint (models
+        handed to `trainer.prepare_model` are checkpointed with the policy)."""
+        return {"kl_coef": self.kl_coef}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved, when a run resumes."""
+        self.kl_coef = float(state["kl_coef"])
 
     def compute_loss(
         self,
         batch: RolloutBatch,
         logprobs: torch.Tensor,  # [B, R], with grad
-        values: torch.Tensor | None = None,
         entropy: torch.Tensor | None = None,  # [B, R]
+        **extras: torch.Tensor,  # forward_extras(batch)
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         mask = batch.response_mask
@@ -165,7 +254,7 @@ def last_token(outcome: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A scalar per response [B] placed on its last response token, 0 elsewhere: [B, R]."""
     last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
     r = torch.zeros_like(mask)
-    r[torch.arange(len(mask)), last] = outcome.to(r.dtype)
+    r[torch.arange(len(mask), device=mask.device), last] = outcome.to(r.dtype)
     return r
 
 
@@ -210,16 +299,21 @@ def get_algorithm(name: str) -> type[Algorithm]:
     return _REGISTRY[name]
 
 
-def build_algorithm(options: dict[str, Any], **context: Any) -> Algorithm:
-    """Validate `options` (the `algorithm:` section) with the class's Config and build it."""
+def build_algorithm(options: AlgorithmConfig | BaseModel | dict[str, Any], **context: Any) -> Algorithm:
+    """Build the algorithm `options` names: a run's validated `cfg.algorithm` (its class's Config,
+    used as a copy) or a raw `algorithm:` section (validated here with the class's Config)."""
     from rlvr.config import ConfigError, format_validation_error
 
+    name = options.get("name", "") if isinstance(options, dict) else getattr(options, "name", "")
     try:
-        cls = get_algorithm(str(options.get("name", "")))
+        cls = get_algorithm(str(name))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     try:
-        cfg = cls.Config.model_validate(options)
+        if type(options) is cls.Config:
+            cfg = options.model_copy(deep=True)
+        else:
+            cfg = cls.Config.model_validate(options.model_dump() if isinstance(options, BaseModel) else options)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, cls.Config, prefix="algorithm.")) from None
     try:

@@ -8,9 +8,10 @@ The GRPO advantage, A_i = (R_i - mean_g) / (std_g + eps), with four changes:
    no gradient, so it is dropped and fresh prompts are sampled until the batch
    holds `train.prompts_per_step` groups, at most `max_gen_batches` rounds; then
    it trains on what it has (logged as sampling/shortfall) or raises.
-4. Overlong reward shaping: `reward.overlong_buffer` / `reward.overlong_factor`
-   (a reward wrapper any algorithm can use; the paper: 4096 of 20480, factor 1).
-   Overlong filtering (truncated responses out of the loss) is `overlong_filter`.
+4. Overlong reward shaping: `algorithm.overlong_buffer` / `overlong_factor`
+   (shared options: a reward wrapper any algorithm can use, applied in
+   `after_scoring`; the paper: 4096 of 20480, factor 1). Overlong filtering
+   (truncated responses out of the loss) is `overlong_filter`.
 
 Choices: no KL (the paper removes it; `kl_coef` works as in GRPO, in the loss or in the
 sequence reward); dual clip c = 10 (verl's DAPO recipe);
@@ -44,10 +45,13 @@ class DAPOConfig(GRPOConfig):
 class DAPO(GRPO):
     Config = DAPOConfig
 
-    def __init__(self, config: DAPOConfig, **context):
-        super().__init__(config, **context)
-        self.max_gen_batches = config.max_gen_batches if config.dynamic_sampling else 1
-        self.raise_on_shortfall = config.on_shortfall == "raise"
+    @property
+    def max_gen_batches(self) -> int:
+        return self.config.max_gen_batches if self.config.dynamic_sampling else 1
+
+    @property
+    def raise_on_shortfall(self) -> bool:
+        return self.config.on_shortfall == "raise"
 
     def keep_group(self, rewards: torch.Tensor, scores: torch.Tensor | None = None) -> bool:
         if not self.config.dynamic_sampling:

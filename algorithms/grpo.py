@@ -35,7 +35,8 @@ from .base import AggMode, Algorithm, AlgorithmConfig, register_algorithm
 def group_mean_std(rewards: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean and Bessel std of its group's rewards. [B], [B] -> [B], [B]."""
     ids, inv = torch.unique(group, return_inverse=True)
-    n = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inv, torch.ones_like(rewards, dtype=torch.float64))
+    n = torch.zeros(len(ids), dtype=torch.float64, device=rewards.device).index_add_(
+        0, inv, torch.ones_like(rewards, dtype=torch.float64))
     s = torch.zeros_like(n).index_add_(0, inv, rewards.double())
     mean = s / n  # [G]
     sq = torch.zeros_like(n).index_add_(0, inv, (rewards.double() - mean[inv]) ** 2)
@@ -46,7 +47,7 @@ def group_mean_std(rewards: torch.Tensor, group: torch.Tensor) -> tuple[torch.Te
 def batch_std(rewards: torch.Tensor) -> torch.Tensor:
     """Bessel std of rewards over the global batch (all processes)."""
     r = rewards.double()
-    stats = all_reduce_sum(torch.stack([r.sum(), torch.tensor(float(r.numel()), dtype=torch.float64)]))
+    stats = all_reduce_sum(torch.stack([r.sum(), torch.tensor(float(r.numel()), dtype=torch.float64, device=r.device)]))
     mean = stats[0] / stats[1]
     sq = all_reduce_sum(((r - mean) ** 2).sum())
     return torch.sqrt(sq / (stats[1] - 1).clamp(min=1)).to(rewards.dtype)

@@ -16,6 +16,10 @@ both aggregated with `loss_agg`.
 Choices (verl): gamma = lambda = 1; value clip 0.5; dual clip c = 3; KL in the
 reward with k1 when enabled (PPO-RLHF), off by default (Yue et al.); the critic
 has its own AdamW (`critic_lr`, default the policy's lr).
+
+The critic is this file's: `setup` builds it and hands it to the trainer (which
+steps, clips and checkpoints it with the policy), `after_logprobs` stores the old
+values in `batch.extras["values"]`, `forward_extras` gives the loss the new ones.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pydantic import Field
 
 from rlvr.batch import RolloutBatch
 from rlvr.losses import agg_loss, masked_mean, value_loss, whiten
+from rlvr.models import load_value_model, response_values
 
 from .base import Algorithm, AlgorithmConfig, register_algorithm
 
@@ -59,20 +64,30 @@ class PPOConfig(AlgorithmConfig):
 @register_algorithm("ppo")
 class PPO(Algorithm):
     Config = PPOConfig
-    needs_critic = True
+    critic: torch.nn.Module | None = None
 
-    def critic_lr(self, policy_lr: float) -> float:
-        return self.config.critic_lr or policy_lr
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        critic = load_value_model(trainer.model_path, trainer.cfg.model.dtype)
+        self.critic = trainer.prepare_model(critic, lr=self.config.critic_lr or trainer.cfg.train.lr)
+
+    def after_logprobs(self, batch: RolloutBatch, trainer) -> None:
+        super().after_logprobs(batch, trainer)
+        batch.extras["values"] = trainer.forward(lambda mb: response_values(self.critic, mb), batch)  # [B, R]
+
+    def forward_extras(self, micro: RolloutBatch) -> dict[str, torch.Tensor]:
+        return {"values": response_values(self.critic, micro)}  # [B, R], with grad
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        mask = batch.response_mask
-        adv = gae(self.token_rewards(batch), batch.values, mask, self.config.gamma, self.config.lam)
-        batch.returns = adv + torch.where(mask.bool(), batch.values, 0.0)  # [B, R]
+        mask, values = batch.response_mask, batch.extras["values"]
+        adv = gae(self.token_rewards(batch), values, mask, self.config.gamma, self.config.lam)
+        batch.returns = adv + torch.where(mask.bool(), values, 0.0)  # [B, R]
         batch.advantages = whiten(adv, mask)
 
-    def compute_loss(self, batch, logprobs, values=None, entropy=None):
+    def compute_loss(self, batch, logprobs, entropy=None, values=None):
         loss, metrics = super().compute_loss(batch, logprobs, entropy=entropy)
-        vl, vm = value_loss(values, batch.values, batch.returns, batch.response_mask, clip_range=self.config.value_clip)
+        vl, vm = value_loss(values, batch.extras["values"], batch.returns, batch.response_mask,
+                            clip_range=self.config.value_clip)
         v = agg_loss(vl, batch.response_mask, self.config.loss_agg, global_tokens=batch.global_tokens,
                      global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
         metrics.update(vm, value_loss=v.detach(), value_mean=masked_mean(values.detach(), batch.response_mask))

@@ -1,14 +1,14 @@
 """ReMax (Li et al. 2024, arXiv 2310.10505): REINFORCE with a greedy baseline.
 
-For each prompt the rollout engine also decodes one greedy (temperature 0)
-response and scores it; its reward b is the baseline for every sampled
-response to that prompt:
+For each prompt one greedy (temperature 0) response is also decoded and scored
+(`after_rollout`, through the trainer's engine and reward); its reward b is the
+baseline for every sampled response to that prompt:
 
     A_t = G_t - b,   G_t = sum_{s >= t} r_s  (the outcome on the last token,
                                               minus KL when it sits in the reward)
 
-No whitening, no critic. The greedy response is never trained on: it lives only
-in `batch.greedy_rewards`, not among the batch's samples.
+No whitening, no critic. The greedy response is never trained on: its reward
+lives only in `batch.extras["greedy_rewards"]` [B], not among the batch's samples.
 
 Choices: default no KL (Yue et al.); with KL in the reward the baseline is the
 greedy response's task reward alone (its KL is not computed), as the paper does.
@@ -25,11 +25,20 @@ from .reinforce_pp import returns_to_go
 @register_algorithm("remax")
 class ReMax(Algorithm):
     Config = AlgorithmConfig
-    wants_greedy_baseline = True
+
+    def after_rollout(self, batch: RolloutBatch, trainer) -> None:
+        from rlvr.rollout import Sampling
+
+        n = trainer.cfg.rollout.n  # groups are n consecutive samples of one prompt
+        sampling = Sampling(temperature=0.0, max_new_tokens=trainer.cfg.rollout.max_new_tokens)
+        greedy = trainer.rollout(batch.problems[::n], 1, sampling)
+        trainer.score(greedy)  # the same verifier and shaping as the samples
+        batch.extras["greedy_rewards"] = greedy.rewards.repeat_interleave(n).to(batch.rewards.device)  # [B]
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        if batch.greedy_rewards is None:
-            raise ValueError("remax: the batch has no greedy baseline rewards (batch.greedy_rewards)")
+        b = batch.extras.get("greedy_rewards")
+        if b is None:
+            raise ValueError("remax: the batch has no greedy baseline rewards (batch.extras['greedy_rewards'])")
         returns = returns_to_go(self.token_rewards(batch), batch.response_mask, 1.0)  # [B, R]
         batch.returns = returns
-        batch.advantages = (returns - batch.greedy_rewards[:, None]) * batch.response_mask
+        batch.advantages = (returns - b[:, None]) * batch.response_mask

@@ -1,7 +1,9 @@
 """The eval: pass@k and the expand-or-sharpen metrics of Yue et al. 2025, usable on any
-framework's results (per-problem counts or a samples file), plus `rlvr eval`'s runner.
+framework's results (per-problem counts or a samples file), and `evaluate`, the one eval
+that training, `rlvr eval` and sweeps run, with its settings type `EvalSettings`.
 
     from rlvr.eval import pass_at_k, sampling_efficiency_gap, crossover_k, coverage
+    from rlvr.eval import EvalSettings, evaluate
 """
 
 from .metrics import (
@@ -18,8 +20,19 @@ from .metrics import (
     summarize_samples,
 )
 from .passk import mean_pass_at_k, pass_at_k, pass_at_k_curve
+from .settings import EvalSettings
+
+
+def __getattr__(name: str):
+    if name == "evaluate":  # imported on first use: it needs torch and the models
+        from .runner import evaluate
+
+        return evaluate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "EvalSettings",
+    "evaluate",
     "HISTOGRAM_BINS",
     "accuracy_histogram",
     "bootstrap_pass_at_k",

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .passk import _as_int_array, mean_pass_at_k, pass_at_k
+from .passk import _as_int_array, check_int, mean_pass_at_k, pass_at_k
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -87,8 +87,7 @@ def _check_ks(ks: int | Sequence[int], n: np.ndarray) -> list[int]:
     if not ks_list:
         raise ValueError("ks must name at least one k")
     for k in ks_list:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        check_int(k)
     k_max, n_min = max(ks_list), int(n.min())
     if k_max > n_min:
         raise ValueError(f"k={k_max} exceeds the number of samples n={n_min} of some problem (pass@k needs k <= n)")
@@ -96,8 +95,7 @@ def _check_ks(ks: int | Sequence[int], n: np.ndarray) -> list[int]:
 
 
 def _check_bootstrap_args(resamples: int, level: float) -> None:
-    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 2:
-        raise ValueError(f"resamples must be an int >= 2, got {resamples!r}")
+    check_int(resamples, "resamples", minimum=2)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
 
@@ -263,8 +261,7 @@ def sampling_efficiency_gap(
     """
     bn, bc = _problems(base_n, base_c)
     mn, mc = _problems(model_n, model_c)
-    if isinstance(K, bool) or not isinstance(K, numbers.Integral) or K < 1:
-        raise ValueError(f"K must be an int >= 1, got {K!r}")
+    check_int(K, "K")
     k_used = int(K)
     if k_used > int(bn.min()):
         k_used = int(bn.min())
@@ -406,10 +403,8 @@ def maj_at_k(
     over `resamples` random subsets from a Generator seeded with `seed`. Returns
     the mean over problems.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
-        raise ValueError(f"resamples must be an int >= 1, got {resamples!r}")
+    check_int(k)
+    check_int(resamples, "resamples")
     if len(answers_per_problem) != len(correct_per_problem):
         raise ValueError(f"answers and correct flags must cover the same problems: "
                          f"{len(answers_per_problem)} vs {len(correct_per_problem)}")
@@ -466,23 +461,21 @@ def summarize_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Each row is one sample: {problem_id, reward (float), correct (bool), tokens
     (int, response length), finish_reason ('stop' | 'length'), answer (extracted
-    str, or None when extraction failed)}, optionally entropy (float, mean token
-    entropy of the response) and grader_timeout (bool). Problems are ordered by
-    first appearance; n may differ between problems.
+    str, or None when extraction failed)}. Problems are ordered by first
+    appearance; n may differ between problems. (Token entropy is measured under a
+    model, not read from rows: `rlvr.eval.perplexity.perplexity_cross_terms`.)
 
     Returns:
         ids, n, c: problem ids (list) and per-problem counts (int64 arrays), ready
             for every other function here.
         avg_at_n: mean over problems of c/n (= pass@1).
         mean_reward: mean reward over samples.
-        mean_entropy: mean of the rows' entropy (nan if no row has one).
         distinct_answers: per problem, the number of distinct non-None answers
             (array); distinct_answers_mean its mean.
         length_mean, length_correct_mean, length_wrong_mean: mean tokens over all,
             correct and wrong samples (nan for an empty group).
         truncation_rate: fraction with finish_reason == 'length'.
         extraction_failure_rate: fraction with answer None.
-        grader_timeout_rate: fraction with grader_timeout true (nan if no row has the key).
         samples, problems: totals.
     """
     if not rows:
@@ -494,20 +487,17 @@ def summarize_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     len_ok: list[float] = []
     len_bad: list[float] = []
     rewards: list[float] = []
-    entropies: list[float] = []
-    timeouts: list[bool] = []
     truncated = failed = 0
     for i, row in enumerate(rows):
         missing = [key for key in _REQUIRED if key not in row]
         if missing:
-            raise ValueError(f"row {i} lacks {missing} (needs {list(_REQUIRED)}; entropy, grader_timeout optional)")
+            raise ValueError(f"row {i} lacks {missing} (needs {list(_REQUIRED)})")
         ok, finish, tokens = row["correct"], row["finish_reason"], row["tokens"]
         if not isinstance(ok, (bool, np.bool_)):
             raise ValueError(f"row {i}: correct must be a bool, got {ok!r}")
         if finish not in ("stop", "length"):
             raise ValueError(f"row {i}: finish_reason must be 'stop' or 'length', got {finish!r}")
-        if isinstance(tokens, bool) or not isinstance(tokens, numbers.Integral) or tokens < 0:
-            raise ValueError(f"row {i}: tokens must be an int >= 0, got {tokens!r}")
+        check_int(tokens, f"row {i}: tokens", minimum=0)
         if row["answer"] is not None and not isinstance(row["answer"], str):
             raise ValueError(f"row {i}: answer must be a str or None, got {row['answer']!r}")
         pid = row["problem_id"]
@@ -526,10 +516,6 @@ def summarize_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             failed += 1
         else:
             answers[j].add(row["answer"])
-        if row.get("entropy") is not None:
-            entropies.append(float(row["entropy"]))
-        if "grader_timeout" in row:
-            timeouts.append(bool(row["grader_timeout"]))
     n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(c, dtype=np.int64)
     distinct = np.asarray([len(a) for a in answers], dtype=np.int64)
     total = len(rows)
@@ -539,7 +525,6 @@ def summarize_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "c": c_arr,
         "avg_at_n": float(np.mean(c_arr / n_arr)),
         "mean_reward": float(np.mean(rewards)),
-        "mean_entropy": _nanmean(entropies),
         "distinct_answers": distinct,
         "distinct_answers_mean": float(distinct.mean()),
         "length_mean": _nanmean(len_ok + len_bad),
@@ -547,7 +532,6 @@ def summarize_samples(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "length_wrong_mean": _nanmean(len_bad),
         "truncation_rate": truncated / total,
         "extraction_failure_rate": failed / total,
-        "grader_timeout_rate": float(np.mean(timeouts)) if timeouts else float("nan"),
         "samples": total,
         "problems": len(order),
     }

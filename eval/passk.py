@@ -33,10 +33,11 @@ def _as_int_array(value: int | np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    return int(k)
+def check_int(value: int, name: str = "k", minimum: int = 1) -> int:
+    """`value` as an int, or a ValueError naming it: the one check of every k, K and count here."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def pass_at_k(n: int | np.ndarray, c: int | np.ndarray, k: int) -> float | np.ndarray:
@@ -47,7 +48,7 @@ def pass_at_k(n: int | np.ndarray, c: int | np.ndarray, k: int) -> float | np.nd
     shape. Raises ValueError if k > n for any problem (naming k and the smallest n),
     or if c < 0 or c > n.
     """
-    k = _check_k(k)
+    k = check_int(k)
     n_arr = _as_int_array(n, "n")
     c_arr = _as_int_array(c, "c")
     n_b, c_b = np.broadcast_arrays(n_arr, c_arr)

@@ -14,7 +14,8 @@ Choices:
 - Batches are laid out like `RolloutBatch`: prompts left-padded, responses
   right-padded, position ids counted from each row's first real token, so a
   padded row scores exactly as it would alone.
-- Logits at temperature 1 (the model's own distribution). An empty response
+- Logits at temperature 1 (the model's own distribution), scored by the trainer's
+  own `rlvr.models.response_logprobs` on a `RolloutBatch`. An empty response
   (T = 0) has no perplexity: nan, which the medians skip.
 """
 
@@ -25,29 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from rlvr.batch import RolloutBatch
+from rlvr.models import response_logprobs
+
+from .passk import check_int
+
 __all__ = ["perplexity_cross_terms", "sequence_perplexity"]
-
-
-def _response_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  R: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token negative log-likelihood and entropy of the last R columns (the responses). [B, R] x2"""
-    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding -> positions from 0
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False)
-    try:
-        logits = model(**kwargs, logits_to_keep=R + 1).logits  # columns P-1 .. P+R-1
-    except TypeError:  # a model without logits_to_keep: keep every column, slice below
-        logits = model(**kwargs).logits
-    logits = logits[:, -R - 1:-1]  # [B, R, V]: column t predicts response token t
-    targets = input_ids[:, -R:]  # [B, R]
-    nll = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
-    ent = torch.empty_like(nll)
-    for b in range(logits.shape[0]):  # one row at a time: a float32 copy of [R, V], not [B, R, V]
-        row = logits[b].float()
-        logz = torch.logsumexp(row, -1)
-        nll[b] = logz - row.gather(-1, targets[b, :, None]).squeeze(-1)
-        logp = row - logz[:, None]
-        ent[b] = -(logp.exp() * torch.nan_to_num(logp, neginf=0.0)).sum(-1)
-    return nll, ent
 
 
 @torch.no_grad()
@@ -75,8 +59,7 @@ def sequence_perplexity(
     """
     if len(prompts) != len(responses):
         raise ValueError(f"one response per prompt: got {len(prompts)} prompts and {len(responses)} responses")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
@@ -106,8 +89,11 @@ def sequence_perplexity(
                 ids[b, P:P + lr] = torch.tensor(r_ids[i])
                 att[b, P - lp:P + lr] = 1
                 resp_mask[b, :lr] = 1
-            nll, ent = (t.cpu() for t in _response_nll(model, ids.to(device), att.to(device), R))  # [B, R]
-            mean_nll = (nll * resp_mask).sum(-1) / resp_mask.sum(-1)  # [B]
+            batch = RolloutBatch(input_ids=ids.to(device), attention_mask=att.to(device), response_mask=resp_mask,
+                                 prompt_len=P, group=torch.arange(len(rows)), problems=[], completions=[],
+                                 truncated=torch.zeros(len(rows), dtype=torch.bool))
+            logp, ent = (t.float().cpu() for t in response_logprobs(model, batch, with_entropy=True))  # [B, R]
+            mean_nll = -(logp * resp_mask).sum(-1) / resp_mask.sum(-1)  # [B]
             out[rows] = torch.exp(mean_nll.double()).numpy()
             entropy[rows] = ((ent * resp_mask).sum(-1) / resp_mask.sum(-1)).double().numpy()
     finally:
@@ -123,32 +109,42 @@ def perplexity_cross_terms(
     base_responses: Sequence[str],
     model_responses: Sequence[str],
     *,
+    base_prompts: Sequence[str] | None = None,
     ref_responses: Sequence[str] | None = None,
+    model_tokenizer=None,
     batch_size: int = 16,
     device: str | torch.device | None = None,
     add_special_tokens: bool = True,
 ) -> dict[str, np.ndarray | dict[str, float]]:
-    """The paper's perplexity cross-terms, per response and as medians.
+    """The paper's perplexity cross-terms, per response and as medians, and mean token entropies.
 
-    `base_responses[i]`, `model_responses[i]` (and `ref_responses[i]`, reference
-    solutions, if given) answer `prompts[i]`; repeat a prompt once per sample.
-    Returns arrays "base_on_base" = PPL_base(Y_base), "base_on_model" =
-    PPL_base(Y_model), "model_on_model" = PPL_model(Y_model), "base_on_ref" =
-    PPL_base(Y_ref) when refs are given, and "median": {same keys: nanmedian}.
+    `model_responses[i]` (and `ref_responses[i]`, reference solutions, if given) answer
+    `prompts[i]`; `base_responses[i]` answers `base_prompts[i]` (default: `prompts[i]`);
+    repeat a prompt once per sample. `tokenizer` is the base's, `model_tokenizer` the
+    model's (default: the same). Returns arrays "base_on_base" = PPL_base(Y_base),
+    "base_on_model" = PPL_base(Y_model), "model_on_model" = PPL_model(Y_model),
+    "base_on_ref" = PPL_base(Y_ref) when refs are given; "median": {same keys: nanmedian};
+    "entropy": {"base": the base's mean token entropy on its responses, "model": the
+    model's on its own} (means over responses, temperature 1).
     """
-    for name, rs in (("base_responses", base_responses), ("model_responses", model_responses),
-                     ("ref_responses", ref_responses)):
-        if rs is not None and len(rs) != len(prompts):
-            raise ValueError(f"{name} must have one response per prompt: {len(rs)} vs {len(prompts)} prompts")
-    kw = dict(batch_size=batch_size, device=device, add_special_tokens=add_special_tokens)
+    base_prompts = prompts if base_prompts is None else base_prompts
+    for name, rs, ps in (("base_responses", base_responses, base_prompts), ("model_responses", model_responses, prompts),
+                         ("ref_responses", ref_responses, prompts)):
+        if rs is not None and len(rs) != len(ps):
+            raise ValueError(f"{name} must have one response per prompt: {len(rs)} vs {len(ps)} prompts")
+    kw = dict(batch_size=batch_size, device=device, add_special_tokens=add_special_tokens, return_entropy=True)
+    mtok = model_tokenizer if model_tokenizer is not None else tokenizer
+    base_on_base, ent_base = sequence_perplexity(base_model, tokenizer, base_prompts, base_responses, **kw)
+    base_on_model, _ = sequence_perplexity(base_model, tokenizer, prompts, model_responses, **kw)
+    model_on_model, ent_model = sequence_perplexity(model, mtok, prompts, model_responses, **kw)
     out: dict[str, np.ndarray | dict[str, float]] = {
-        "base_on_base": sequence_perplexity(base_model, tokenizer, prompts, base_responses, **kw),
-        "base_on_model": sequence_perplexity(base_model, tokenizer, prompts, model_responses, **kw),
-        "model_on_model": sequence_perplexity(model, tokenizer, prompts, model_responses, **kw),
-    }
+        "base_on_base": base_on_base, "base_on_model": base_on_model, "model_on_model": model_on_model}
     if ref_responses is not None:
-        out["base_on_ref"] = sequence_perplexity(base_model, tokenizer, prompts, ref_responses, **kw)
-    out["median"] = {
-        key: (float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")) for key, v in out.items()
-    }
+        out["base_on_ref"] = sequence_perplexity(base_model, tokenizer, prompts, ref_responses, **kw)[0]
+    out["median"] = {key: _nan_stat(np.nanmedian, v) for key, v in out.items()}
+    out["entropy"] = {"base": _nan_stat(np.nanmean, ent_base), "model": _nan_stat(np.nanmean, ent_model)}
     return out
+
+
+def _nan_stat(f, v: np.ndarray) -> float:
+    return float(f(v)) if np.isfinite(v).any() else float("nan")

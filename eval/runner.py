@@ -1,11 +1,19 @@
-"""`rlvr eval`: did training expand what the model solves, or sharpen what the base sampled?
+"""The eval: did training expand what the model solves, or sharpen what the base sampled?
 
-Samples n completions per held-out problem from a model and from its base (the
-base's samples are cached, keyed by model, eval set and sampling settings),
-scores them with the task's verifier, stores every sample, and writes
-metrics.json, PNG plots and summary.md. It also scores completions made
-elsewhere (a JSONL from vLLM, another framework), so the metrics never depend on
-who sampled.
+`evaluate` is the one eval of this project: the in-training hook, the full eval after
+training, `rlvr eval` and every sweep cell call it. It samples n completions per
+held-out problem from a model and from its base (the base's samples are cached,
+keyed by exactly what decides them), scores them with the task's verifier, and
+computes every metric; with `out_dir` it stores every sample and writes
+metrics.json, PNG plots and summary.md. It also scores completions made elsewhere
+(a JSONL from vLLM, another framework), so the metrics never depend on who sampled.
+
+Sampling under several processes: the problems are cut into fixed calls of
+`max(1, batch_size // n)` problems, call j is seeded by (seed, j) and made by
+process j % world, and the rows are gathered back in problem order. So the rows do
+not depend on the number of processes, and the cache key (model, its dtype and
+device type, problems, sampling settings, seed, problems per call) says how they
+were drawn.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,26 +33,11 @@ from rlvr.tasks import Problem
 from .metrics import (accuracy_histogram, bootstrap_pass_at_k, cover_at_tau, coverage, crossover_k, maj_at_k,
                       sampling_efficiency_gap, summarize_samples)
 from .passk import pass_at_k_curve
+from .settings import EvalSettings
 
 SAMPLE_KEYS = ("problem_id", "sample", "text", "tokens", "finish_reason", "answer", "reward", "correct")
-
-
-@dataclass
-class EvalSpec:
-    n: int = 16  # samples per problem
-    temperature: float = 0.6  # the paper's eval sampling
-    top_p: float = 0.95
-    max_new_tokens: int = 16
-    seed: int = 0
-    K: int = 256  # dSE = pass@K(base) - pass@1(model), K clipped to n
-    threshold: float = 1.0  # reward >= threshold counts as correct
-    resamples: int = 1000  # bootstrap
-    batch_size: int = 256  # sequences per generate() call
-    perplexity: bool = True
-    ppl_per_problem: int = 4  # samples per problem in the perplexity cross-terms
-
-    def sampling_key(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n", "temperature", "top_p", "max_new_tokens", "seed")}
+DEFAULT_BATCH = 256  # sequences per generate() call when neither the settings nor the engine say
+DEFAULT_MAX_NEW_TOKENS = 16  # response length of settings made without a run config (max_new_tokens unset)
 
 
 # ---------------------------------------------------------------- samples
@@ -64,31 +56,51 @@ def extract_answer(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def sample_rows(engine, problems: list[Problem], spec: EvalSpec, score: Callable, *, desc: str = "sampling",
-                progress: bool = True) -> list[dict[str, Any]]:
-    """n samples per problem from `engine`, scored: one dict per sample (SAMPLE_KEYS + prompt)."""
+def problems_per_call(settings: EvalSettings) -> int:
+    """Problems per generate() call: n samples of each, `batch_size` sequences a call."""
+    return max(1, (settings.batch_size or DEFAULT_BATCH) // settings.n)
+
+
+def call_seed(seed: int, call: int) -> int:
+    return int(np.random.SeedSequence([seed, call]).generate_state(1)[0])
+
+
+def sample_rows(engine, problems: list[Problem], settings: EvalSettings, score: Callable, *, desc: str = "sampling",
+                progress: bool = True, rank: int = 0, world: int = 1) -> list[dict[str, Any]]:
+    """n samples of each problem from `engine`, scored: one dict per sample (SAMPLE_KEYS + prompt).
+
+    The problems are cut into calls of `problems_per_call` problems; call j is seeded by
+    (settings.seed, j) and made by this process when j % world == rank, so a call's samples
+    are the same whatever the number of processes. Returns this process's rows. The global
+    RNG state is left as it was."""
     from tqdm.auto import tqdm
 
     from rlvr.rollout import Sampling
 
-    torch.manual_seed(spec.seed)
-    sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, top_k=0, max_new_tokens=spec.max_new_tokens)
-    per_call = max(1, spec.batch_size // spec.n)
+    n = settings.n
+    sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+                        max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+    per_call = problems_per_call(settings)
+    starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(problems), desc=desc, disable=not progress, dynamic_ncols=True)
-    for s in range(0, len(problems), per_call):
-        chunk = problems[s:s + per_call]
-        batch = engine.generate(chunk, spec.n, sampling)
-        rewards, _ = score(batch.problems, batch.completions)
-        tokens = batch.response_mask.sum(-1).long().tolist()
-        for i, (p, text) in enumerate(zip(batch.problems, batch.completions)):
-            rows.append({
-                "problem_id": p.id, "sample": i % spec.n, "prompt": p.prompt, "text": text, "tokens": tokens[i],
-                "finish_reason": "length" if bool(batch.truncated[i]) else "stop",
-                "answer": extract_answer(text), "reward": float(rewards[i]),
-                "correct": bool(rewards[i] >= spec.threshold),
-            })
-        bar.update(len(chunk))
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    bar = tqdm(total=sum(len(problems[s:s + per_call]) for s in starts), desc=desc, disable=not progress,
+               dynamic_ncols=True)
+    with torch.random.fork_rng(devices=devices):
+        for s in starts:
+            chunk = problems[s:s + per_call]
+            torch.manual_seed(call_seed(settings.seed, s // per_call))
+            batch = engine.generate(chunk, n, sampling)
+            rewards, _ = score(batch.problems, batch.completions)
+            tokens = batch.response_mask.sum(-1).long().tolist()
+            for i, (p, text) in enumerate(zip(batch.problems, batch.completions)):
+                rows.append({
+                    "problem_id": p.id, "sample": i % n, "prompt": p.prompt, "text": text, "tokens": tokens[i],
+                    "finish_reason": "length" if bool(batch.truncated[i]) else "stop",
+                    "answer": extract_answer(text), "reward": float(rewards[i]),
+                    "correct": bool(rewards[i] >= settings.threshold),
+                })
+            bar.update(len(chunk))
     bar.close()
     return rows
 
@@ -182,21 +194,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr")).expanduser()
 
 
-def base_cache_path(base_path: str, problems: list[Problem], spec: EvalSpec) -> Path:
-    key = json.dumps({"model": model_fingerprint(base_path), "problems": problems_fingerprint(problems),
-                      "sampling": spec.sampling_key()}, sort_keys=True)
+def base_cache_key(base_path: str, problems: list[Problem], settings: EvalSettings, *, dtype: str = "float32",
+                   device: str = "cpu", engine_batch: int | None = None) -> dict[str, Any]:
+    """Everything that decides the base's samples: the checkpoint, the dtype and device type it
+    samples in (a CUDA generator draws other numbers than the CPU one), the problems, the sampling
+    settings and seed, and how the problems are cut into seeded generate() calls (`sample_rows`).
+    Not the number of processes: the rows do not depend on it."""
+    per_call = problems_per_call(settings)
+    per_generate = min(per_call * settings.n, engine_batch or settings.batch_size or DEFAULT_BATCH)
+    return {"model": model_fingerprint(base_path), "problems": problems_fingerprint(problems),
+            "sampling": {**settings.sampling_key(), "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS},
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": torch.device(device).type, "draw": {"seeded_per_call": "v2", "problems_per_call": per_call,
+                                                         "sequences_per_generate": per_generate}}
+
+
+def base_cache_path(base_path: str, problems: list[Problem], settings: EvalSettings, **how) -> Path:
+    """The cache file of the base's samples (`base_cache_key`; `how`: dtype, device, engine_batch)."""
+    key = json.dumps(base_cache_key(base_path, problems, settings, **how), sort_keys=True)
     return cache_root() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.jsonl"
-
-
-def cached_base_rows(base_path: str, problems: list[Problem], spec: EvalSpec, make: Callable[[], list[dict]]) -> tuple[list[dict], bool]:
-    """The base model's samples for this eval set and sampling: from the cache, or made and cached."""
-    path = base_cache_path(base_path, problems, spec)
-    if path.is_file():
-        return apply_threshold(read_jsonl(path), spec.threshold), True
-    rows = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(path, rows)
-    return rows, False
 
 
 # ---------------------------------------------------------------- metrics
@@ -216,11 +232,12 @@ def counts(rows: list[dict], order: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([n[p] for p in order]), np.array([c[p] for p in order])
 
 
-def model_metrics(rows: list[dict], order: list[str], spec: EvalSpec, ks: list[int] | None = None) -> dict[str, Any]:
-    """Everything that needs one model's samples only."""
+def model_metrics(rows: list[dict], order: list[str], settings: EvalSettings, ks: list[int] | None = None, *,
+                  maj: bool = True) -> dict[str, Any]:
+    """Everything that needs one model's samples only (maj@k, the slow one, unless `maj` is False)."""
     n, c = counts(rows, order)
     ks = ks or sorted(pass_at_k_curve(n, c).keys())
-    boot = bootstrap_pass_at_k(n, c, ks, resamples=spec.resamples, seed=spec.seed)
+    boot = bootstrap_pass_at_k(n, c, ks, resamples=settings.resamples, seed=settings.seed)
     hygiene = summarize_samples(rows)
     by_problem: dict[str, list[dict]] = {pid: [] for pid in order}
     for r in rows:
@@ -228,14 +245,13 @@ def model_metrics(rows: list[dict], order: list[str], spec: EvalSpec, ks: list[i
             by_problem[r["problem_id"]].append(r)
     answers = [[r["answer"] for r in by_problem[p]] for p in order]
     correct = [[bool(r["correct"]) for r in by_problem[p]] for p in order]
-    maj = {k: maj_at_k(answers, correct, k, seed=spec.seed) for k in ks if k <= 64}
+    majority = {k: maj_at_k(answers, correct, k, seed=settings.seed) for k in ks if k <= 64} if maj else {}
     return {
         "problems": len(order), "samples": int(n.sum()), "n_min": int(n.min()), "n_max": int(n.max()),
         "pass_at_k": {k: {"mean": m, "lo": lo, "hi": hi} for k, (m, lo, hi) in boot.items()},
-        "avg_at_n": float(np.mean(c / n)), "maj_at_k": maj,
+        "avg_at_n": float(np.mean(c / n)), "mean_reward": hygiene["mean_reward"], "maj_at_k": majority,
         "cover_at_tau": {tau: cover_at_tau(n, c, tau) for tau in (0.5, 1.0)},
         "accuracy_histogram": accuracy_histogram(n, c),
-        "mean_entropy": hygiene["mean_entropy"],
         "distinct_answers_mean": hygiene["distinct_answers_mean"],
         "length_mean": hygiene["length_mean"], "length_correct_mean": hygiene["length_correct_mean"],
         "length_wrong_mean": hygiene["length_wrong_mean"], "truncation_rate": hygiene["truncation_rate"],
@@ -244,16 +260,16 @@ def model_metrics(rows: list[dict], order: list[str], spec: EvalSpec, ks: list[i
     }
 
 
-def comparison_metrics(model_rows: list[dict], base_rows: list[dict], order: list[str], spec: EvalSpec) -> dict[str, Any]:
+def comparison_metrics(model_rows: list[dict], base_rows: list[dict], order: list[str], settings: EvalSettings) -> dict[str, Any]:
     """dSE, k*, coverage: the model against its base on the same problems."""
     import warnings
 
     mn, mc = counts(model_rows, order)
     bn, bc = counts(base_rows, order)
-    K = min(spec.K, int(bn.min()))
+    K = min(settings.K, int(bn.min()))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dse = sampling_efficiency_gap(bn, bc, mn, mc, K=spec.K, resamples=spec.resamples, seed=spec.seed)
+        dse = sampling_efficiency_gap(bn, bc, mn, mc, K=settings.K, resamples=settings.resamples, seed=settings.seed)
     notes = [str(w.message) for w in caught]
     ks = sorted(set(pass_at_k_curve(bn, bc).keys()) & set(pass_at_k_curve(mn, mc).keys()))
     from .passk import mean_pass_at_k
@@ -264,99 +280,239 @@ def comparison_metrics(model_rows: list[dict], base_rows: list[dict], order: lis
     return {"dse": dse, "K": K, "crossover_k": crossover_k(base_curve, model_curve), "coverage": cov, "notes": notes}
 
 
-# ---------------------------------------------------------------- the command
+# ---------------------------------------------------------------- the eval
 
 
-def run_eval(
-    *,
-    model_path: str | None,
-    base_path: str | None,
+def _gather(rows: list[dict], world: int) -> list[dict]:
+    if world == 1:
+        return rows
+    parts: list = [None] * world
+    torch.distributed.all_gather_object(parts, rows)
+    return [r for p in parts for r in p]
+
+
+def _from_rank0(obj: Any, world: int) -> Any:
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _in_order(rows: list[dict], order: list[str]) -> list[dict]:
+    """Rows sorted by problem (in eval-set order), then sample: the same for any number of processes."""
+    pos = {pid: i for i, pid in enumerate(order)}
+    return sorted(rows, key=lambda r: (pos.get(r["problem_id"], len(pos)), r["sample"]))
+
+
+class _Models:
+    """Engines for models given by path, loaded once, on `device`, in `dtype`."""
+
+    def __init__(self, settings: EvalSettings, device: str, dtype: str):
+        self.settings, self.device, self.dtype, self.loaded = settings, device, dtype, {}
+
+    def engine(self, model):
+        if not isinstance(model, (str, Path)):
+            return model  # an engine already (the trainer's)
+        from rlvr.models import load_model_and_tokenizer, resolve_model_path
+        from rlvr.rollout import HFEngine
+
+        key = str(model)
+        if key not in self.loaded:
+            m, tok = load_model_and_tokenizer(resolve_model_path(key), self.dtype)
+            self.loaded[key] = HFEngine(m.to(self.device), tok, batch_size=self.settings.batch_size or DEFAULT_BATCH)
+        return self.loaded[key]
+
+
+def _dtype_device(engine, dtype: str, device: str) -> tuple[str, str]:
+    """What an engine samples in: its model's parameters' dtype and device type."""
+    model = getattr(engine, "model", None)
+    if isinstance(model, torch.nn.Module):
+        p = next(model.parameters())
+        return str(p.dtype).removeprefix("torch."), p.device.type
+    return dtype, torch.device(device).type
+
+
+def evaluate(
     problems: list[Problem],
-    spec: EvalSpec,
+    settings: EvalSettings,
     score: Callable,
-    out_dir: str | Path,
-    model_samples: list[str] | None = None,
+    *,
+    model=None,
+    samples: list[str] | None = None,
+    base: str | None = None,
     base_samples: list[str] | None = None,
+    model_is_base: bool = False,
+    sample_base: bool = True,
+    out_dir: str | Path | None = None,
     label: str = "model",
+    model_path: str | None = None,
+    desc: str | None = None,
+    rank: int = 0,
+    world: int = 1,
+    device: str | None = None,
+    dtype: str = "float32",
     progress: bool = True,
+    maj: bool = True,
 ) -> dict[str, Any]:
-    """Sample (or read) both models' completions, compute every metric, write the eval directory."""
-    from rlvr.models import load_model_and_tokenizer, resolve_model_path
-    from rlvr.rollout import HFEngine
+    """The eval of one model against its base, on `settings.problems` (or all) of `problems`.
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    order = [p.id for p in problems]
+    model: a rollout engine (the trainer's policy) or a checkpoint path to sample; or
+        `samples`, JSONL files of completions made elsewhere.
+    base: the base checkpoint. Its samples come from `base_samples`, else the cache
+        (`base_cache_path`), else they are drawn and cached (unless `sample_base` is
+        False: then there is no comparison). With `model_is_base` the model is the base:
+        its samples are the base's, read from or written to the cache.
+    rank, world: this process and the number of processes (torch.distributed). Each
+        draws its share of the seeded calls (`sample_rows`); every process returns the
+        same result; files are written by rank 0 only.
+    maj: maj@k, the one slow metric (seconds for 256 problems x 16 samples); the
+        in-training eval leaves it out.
+    out_dir: if given, every sample (samples_<label>.jsonl, samples_base.jsonl),
+        metrics.json, plots and summary.md, and perplexity cross-terms when
+        `settings.perplexity` and both models are at hand.
+    Returns metrics.json's content: spec (the settings), model_metrics, base_metrics,
+    comparison (dSE, k*, coverage), base_cache {path, hit}, perplexity, wall_time_s.
+    """
+    from rlvr.models import resolve_model_path
+
     t0 = time.time()
-    loaded: dict[str, tuple] = {}
+    resolved: list[str] = []
 
-    def load(path: str):
-        if path not in loaded:
-            loaded[path] = load_model_and_tokenizer(resolve_model_path(path))
-        return loaded[path]
+    def base_dir() -> str:  # 'tiny' -> its directory (built if missing), only once it is needed
+        if not resolved:
+            resolved.append(resolve_model_path(str(base)))
+        return resolved[0]
+    if settings.problems:
+        problems = problems[: settings.problems]
+    order = [p.id for p in problems]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = _Models(settings, device, dtype)
+    main = rank == 0
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and main:
+        out.mkdir(parents=True, exist_ok=True)
 
-    def sample(path: str, desc: str) -> list[dict]:
-        model, tok = load(path)
-        return sample_rows(HFEngine(model, tok, batch_size=spec.batch_size), problems, spec, score, desc=desc,
-                           progress=progress)
+    def draw(engine, what: str) -> list[dict]:
+        rows = sample_rows(engine, problems, settings, score, desc=what, progress=progress and main, rank=rank,
+                           world=world)
+        return _in_order(_gather(rows, world), order)
 
-    if model_samples:
-        rows = read_samples(model_samples, problems, score, spec.threshold)
-    elif model_path:
-        rows = sample(model_path, f"sampling {label}")
+    def cache_of(engine=None) -> Path:
+        """The base's cache file, for samples drawn by `engine` (None: the base, loaded here)."""
+        dt, dev = _dtype_device(engine, dtype, device)
+        return base_cache_path(base_dir(), problems, settings, dtype=dt, device=dev,
+                               engine_batch=getattr(engine, "batch_size", None))
+
+    def cached(path: Path) -> list[dict] | None:
+        rows = (read_jsonl(path) if path.is_file() else None) if main else None
+        rows = _from_rank0(rows, world)  # one decision for every process
+        return apply_threshold(rows, settings.threshold) if rows is not None else None
+
+    def store(path: Path, rows: list[dict]) -> None:
+        if main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(path, rows)
+
+    result: dict[str, Any] = {"spec": settings.model_dump(), "label": label,
+                              "model_path": model_path if model_path is not None else
+                              (str(model) if isinstance(model, (str, Path)) else None), "base_path": base}
+    base_rows = None
+    if samples:
+        rows = read_samples(samples, problems, score, settings.threshold)
+    elif model is not None:
+        if model_is_base:
+            if base is None:
+                raise ValueError("model_is_base needs the base's path (base=...) for its cache key")
+            path = cache_of(models.engine(model))
+            rows = cached(path)
+            result["base_cache"] = {"path": str(path), "hit": rows is not None}
+            if rows is None:
+                rows = draw(models.engine(model), desc or f"sampling {label}")
+                store(path, rows)
+        else:
+            rows = draw(models.engine(model), desc or f"sampling {label}")
     else:
         raise ValueError("rlvr eval needs --model or --samples")
-    write_jsonl(out / f"samples_{label}.jsonl", rows)
-    result: dict[str, Any] = {"spec": asdict(spec), "label": label, "model_path": model_path, "base_path": base_path,
-                              "model_metrics": model_metrics(rows, order, spec)}
+    if out is not None and main:
+        write_jsonl(out / f"samples_{label}.jsonl", rows)
+    result["model_metrics"] = model_metrics(rows, order, settings, maj=maj)
 
-    base_rows = None
     if base_samples:
-        base_rows = read_samples(base_samples, problems, score, spec.threshold)
-    elif base_path:
-        resolved = resolve_model_path(base_path)
-        base_rows, hit = cached_base_rows(resolved, problems, spec, lambda: sample(base_path, "sampling base"))
-        result["base_cache"] = {"path": str(base_cache_path(resolved, problems, spec)), "hit": hit}
+        base_rows = read_samples(base_samples, problems, score, settings.threshold)
+    elif base is not None and not model_is_base:
+        path = cache_of()
+        base_rows = cached(path)
+        result["base_cache"] = {"path": str(path), "hit": base_rows is not None}
+        if base_rows is None and sample_base:
+            base_rows = draw(models.engine(base_dir()), "sampling base")
+            store(path, base_rows)
     if base_rows is not None:
-        write_jsonl(out / "samples_base.jsonl", base_rows)
-        result["base_metrics"] = model_metrics(base_rows, order, spec)
-        result["comparison"] = comparison_metrics(rows, base_rows, order, spec)
-        if spec.perplexity and model_path and base_path:
-            result["perplexity"] = perplexity_terms(load(base_path), load(model_path), rows, base_rows, order, spec)
+        if out is not None and main:
+            write_jsonl(out / "samples_base.jsonl", base_rows)
+        result["base_metrics"] = model_metrics(base_rows, order, settings, maj=maj)
+        result["comparison"] = comparison_metrics(rows, base_rows, order, settings)
+        if settings.perplexity and out is not None and main and model is not None and not samples and base:
+            m, b = models.engine(model), models.engine(base_dir())
+            result["perplexity"] = perplexity_terms((b.model, b.tokenizer), (m.model, m.tokenizer), rows, base_rows,
+                                                    settings)
     result["wall_time_s"] = time.time() - t0
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
-    from .report import write_eval_report
+    if out is not None and main:
+        (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
+        from .report import write_eval_report
 
-    write_eval_report(out, result)
+        write_eval_report(out, result)
     return result
 
 
-def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], order: list[str], spec: EvalSpec) -> dict:
-    """PPL_base(Y_base), PPL_base(Y_model), PPL_model(Y_model) and mean entropies, on the first
-    `ppl_per_problem` samples of each problem."""
-    from .perplexity import sequence_perplexity
+def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = None, base: str | None = None,
+                 base_samples: list[str] | None = None, overrides: dict[str, Any] | None = None,
+                 out_dir: str | Path, label: str = "model", progress: bool = True) -> dict[str, Any]:
+    """`evaluate` of a checkpoint (or samples) of a run: its held-out problems, reward and eval
+    settings (the full eval's: n = eval.final_n or eval.n) from the run config `cfg`, then
+    `overrides` (EvalSettings fields). What `rlvr eval` and each sweep cell run."""
+    from rlvr import trainer  # the run's problems and reward, loaded as training loads them
+    from rlvr.models import configure_cpu_threads, resolve_model_path
+    from rlvr.rewards import RewardRunner
+
+    configure_cpu_threads(cfg.train.cpu_threads)
+    tokenizer = None
+    if cfg.data.template == "chat":  # the same prompt for model and base: the evaluated model's chat template
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model or cfg.model.path))
+    _, problems = trainer.load_problems(cfg, tokenizer)
+    settings = cfg.eval.settings(cfg.rollout, final=True, **(overrides or {}))
+    return evaluate(problems, settings, RewardRunner(trainer.build_reward_fn(cfg)), model=model, samples=samples,
+                    base=base, base_samples=base_samples, out_dir=out_dir, label=label, dtype=cfg.model.dtype,
+                    progress=progress)
+
+
+def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], settings: EvalSettings) -> dict:
+    """PPL_base(Y_base), PPL_base(Y_model), PPL_model(Y_model) and mean token entropies, on the
+    first `ppl_per_problem` samples of each problem (empty responses, which have no perplexity,
+    are left out of the values)."""
+    from .perplexity import perplexity_cross_terms
 
     def pick(rs):
         seen: dict[str, int] = {}
         out = []
         for r in rs:
-            if seen.get(r["problem_id"], 0) < spec.ppl_per_problem and r["text"].strip():
+            if seen.get(r["problem_id"], 0) < settings.ppl_per_problem:
                 seen[r["problem_id"]] = seen.get(r["problem_id"], 0) + 1
                 out.append(r)
         return out
 
     (bm, btok), (mm, mtok) = base, model
     ys_m, ys_b = pick(rows), pick(base_rows)
-    pm = [r["prompt"] for r in ys_m]
-    pb = [r["prompt"] for r in ys_b]
-    base_on_base, ent_base = sequence_perplexity(bm, btok, pb, [r["text"] for r in ys_b], return_entropy=True)
-    base_on_model = sequence_perplexity(bm, btok, pm, [r["text"] for r in ys_m])
-    model_on_model, ent_model = sequence_perplexity(mm, mtok, pm, [r["text"] for r in ys_m], return_entropy=True)
-    arrays = {"base_on_base": base_on_base, "base_on_model": base_on_model, "model_on_model": model_on_model}
+    terms = perplexity_cross_terms(bm, mm, btok, [r["prompt"] for r in ys_m], [r["text"] for r in ys_b],
+                                   [r["text"] for r in ys_m], base_prompts=[r["prompt"] for r in ys_b],
+                                   model_tokenizer=mtok)
+    arrays = {k: terms[k] for k in ("base_on_base", "base_on_model", "model_on_model")}
     return {
-        "median": {k: float(np.nanmedian(v)) for k, v in arrays.items()},
-        "values": {k: v.tolist() for k, v in arrays.items()},
-        "entropy": {"base": float(np.nanmean(ent_base)), "model": float(np.nanmean(ent_model))},
+        "median": {k: terms["median"][k] for k in arrays},
+        "values": {k: [float(x) for x in v if np.isfinite(x)] for k, v in arrays.items()},
+        "entropy": {"base": terms["entropy"]["base"], "model": terms["entropy"]["model"]},
     }
 
 

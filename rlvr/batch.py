@@ -4,6 +4,12 @@ Layout: `input_ids` is prompt (left-padded to P) followed by response
 (right-padded to R), so every response starts at column P and per-token
 tensors over the response are [B, R]. Metadata (problems, completions) rides
 along so an algorithm can read anything it needs without the trainer changing.
+
+`extras` holds an algorithm's own per-sample tensors (ReMax's greedy baseline
+rewards, PPO's old values): whatever an algorithm computes in its hooks and reads
+back in `compute_advantages` or `compute_loss`. `select`, `to` and
+`concat_batches` carry them like the named fields, so a new algorithm adds data
+to the batch without a new field here.
 """
 
 from __future__ import annotations
@@ -30,14 +36,12 @@ class RolloutBatch:
     scores: torch.Tensor | None = None  # [B] the verifier's score, before shaping
     old_logprobs: torch.Tensor | None = None  # [B, R]
     ref_logprobs: torch.Tensor | None = None  # [B, R]
-    values: torch.Tensor | None = None  # [B, R]
     advantages: torch.Tensor | None = None  # [B, R]
     returns: torch.Tensor | None = None  # [B, R]
     # loss normalisers over the whole optimizer-step minibatch, all processes
     global_tokens: float | None = None
     global_seqs: float | None = None
-    greedy_rewards: torch.Tensor | None = None  # [B] reward of the greedy response to this sample's prompt (ReMax)
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # an algorithm's own per-sample tensors [B, ...]
     metrics: dict[str, float] = field(default_factory=dict)  # scalars to log for this step (e.g. kl, kl_coef)
 
     def __len__(self) -> int:
@@ -51,13 +55,18 @@ class RolloutBatch:
     def response_lengths(self) -> torch.Tensor:  # [B]
         return self.response_mask.sum(-1)
 
+    def _per_sample(self, v: Any) -> bool:
+        return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self)
+
     def select(self, idx: torch.Tensor | list[int]) -> "RolloutBatch":
-        """Rows `idx` of every per-sample field."""
+        """Rows `idx` of every per-sample field and extra."""
         idx = torch.as_tensor(idx, dtype=torch.long)
-        out = {}
+        out: dict[str, Any] = {"extras": {k: v[idx] if self._per_sample(v) else v for k, v in self.extras.items()}}
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self):
+            if f.name == "extras":
+                continue
+            if self._per_sample(v):
                 out[f.name] = v[idx]
             elif isinstance(v, list) and len(v) == len(self):
                 out[f.name] = [v[i] for i in idx.tolist()]
@@ -66,14 +75,17 @@ class RolloutBatch:
         return replace(self, **out)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})
+        moved: dict[str, Any] = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        moved["extras"] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
+        return replace(self, **moved)
 
 
 def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     """Join batches with different prompt/response widths: prompts re-padded on the
     left, responses on the right. Group ids are renumbered to stay distinct.
-    Per-token results (log-probs, advantages) must not exist yet."""
+    Per-token results (log-probs, advantages) must not exist yet; per-sample
+    extras [B] present in every batch are joined, others refused."""
     if len(batches) == 1:
         return batches[0]
     P = max(b.prompt_len for b in batches)
@@ -92,9 +104,15 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         groups.append(b.group + offset)
         offset += int(b.group.max()) + 1 if len(b) else 0
     cat = lambda name: None if getattr(batches[0], name) is None else torch.cat([getattr(b, name) for b in batches])
+    extras = {}
+    for k in set().union(*(b.extras for b in batches)):
+        parts = [b.extras.get(k) for b in batches]
+        if not all(isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(b) for v, b in zip(parts, batches)):
+            raise ValueError(f"concat_batches: extra {k!r} is not a per-sample [B] tensor in every batch")
+        extras[k] = torch.cat(parts)
     return RolloutBatch(
         input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(rmask), prompt_len=P,
         group=torch.cat(groups), problems=[p for b in batches for p in b.problems],
         completions=[c for b in batches for c in b.completions], truncated=torch.cat([b.truncated for b in batches]),
-        rewards=cat("rewards"), scores=cat("scores"), greedy_rewards=cat("greedy_rewards"), extras=dict(batches[0].extras),
+        rewards=cat("rewards"), scores=cat("scores"), extras=extras,
     )

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlvr.config import ConfigError, describe, load_config
+from rlvr.config import ConfigError, UnimportedAlgorithmConfig, describe, load_config
+from rlvr.eval.settings import add_arguments as add_eval_arguments
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    if isinstance(cfg.algorithm, UnimportedAlgorithmConfig):  # eval may read such a config; training needs the code
+        raise ConfigError(cfg.algorithm.reason)
     from rlvr.trainer import Trainer
 
     trainer = Trainer(cfg)
@@ -60,37 +63,14 @@ def find_run_config(model: str | None) -> str | None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rlvr.eval.runner import EvalSpec, run_eval
-    from rlvr.rewards import RewardRunner
-    from rlvr.trainer import build_reward_fn, load_problems
+    from rlvr.eval.runner import evaluate_run
+    from rlvr.eval.settings import overrides_from_args
 
-    cfg_path = args.config or find_run_config(args.model)
-    cfg = load_config(cfg_path, args.overrides)
-    from rlvr.models import configure_cpu_threads
-
-    configure_cpu_threads(cfg.train.cpu_threads)
+    cfg = load_config(args.config or find_run_config(args.model), args.overrides)
     base = cfg.model.path if args.base is None else (None if args.base == "none" else args.base)
-    tokenizer = None
-    if cfg.data.template == "chat":  # the same prompt for model and base: the evaluated model's chat template
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.model or cfg.model.path)
-    _, problems = load_problems(cfg, tokenizer)
-    if args.problems:
-        problems = problems[: args.problems]
-    e = cfg.eval
-    spec = EvalSpec(
-        n=args.n or e.final_n or e.n,
-        temperature=e.temperature if args.temperature is None else args.temperature,
-        top_p=e.top_p if args.top_p is None else args.top_p,
-        max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
-        seed=args.seed, K=args.K or e.K, threshold=e.threshold, resamples=args.resamples,
-        batch_size=cfg.rollout.generation_batch_size, perplexity=not args.no_perplexity,
-    )
     out = args.out or (str(Path(args.model).parent / "eval") if args.model else "runs/eval")
-    result = run_eval(model_path=args.model, base_path=base, problems=problems, spec=spec,
-                      score=RewardRunner(build_reward_fn(cfg)), out_dir=out,
-                      model_samples=args.samples, base_samples=args.base_samples, label=args.label)
+    result = evaluate_run(cfg, model=args.model, samples=args.samples, base=base, base_samples=args.base_samples,
+                          overrides=overrides_from_args(args), out_dir=out, label=args.label)
     print((Path(out) / "summary.md").read_text())
     print(f"rlvr: eval written to {out} ({result['wall_time_s']:.0f} s)")
     return 0
@@ -131,24 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train a policy from a YAML recipe")
     t.add_argument("config", nargs="?", help="recipe YAML (e.g. recipes/tiny/grpo.yaml)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 algorithm.scale=none")
-    t.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
+    t.add_argument("--help-config", action="store_true",
+                   help="list every config key with its default and meaning, and every algorithm's options")
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser("eval", help="pass@k, dSE, coverage and perplexity of a model against its base")
+    e = sub.add_parser("eval", help="pass@k, dSE, coverage and perplexity of a model against its base",
+                       description="The eval settings flags default to the run config's eval: section "
+                                   "(n: eval.final_n or eval.n; lengths and batch size: rollout's).")
     e.add_argument("overrides", nargs="*", help="dotted overrides of the run config, e.g. data.eval_size=500")
     e.add_argument("--model", help="trained checkpoint (e.g. runs/tiny-grpo/final); its run's config.yaml gives data and base")
     e.add_argument("--base", help="base checkpoint (default: the run config's model.path); 'none' skips the comparison")
     e.add_argument("--config", help="run config giving data, reward and eval settings (default: next to --model)")
     e.add_argument("--samples", action="append", help="score this JSONL of completions instead of sampling --model (repeatable: merged)")
     e.add_argument("--base-samples", action="append", help="JSONL of the base model's completions (repeatable)")
-    e.add_argument("--n", type=int, help="samples per problem (default eval.final_n or eval.n)")
-    e.add_argument("--K", type=int, help="K of dSE = pass@K(base) - pass@1(model) (default eval.K)")
-    e.add_argument("--temperature", type=float)
-    e.add_argument("--top-p", type=float)
-    e.add_argument("--max-new-tokens", type=int)
-    e.add_argument("--problems", type=int, help="evaluate only the first N held-out problems")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    e.add_argument("--no-perplexity", action="store_true")
+    add_eval_arguments(e)  # one flag per EvalSettings field, default: the run config's eval: section
     e.add_argument("--label", default="model", help="name of the evaluated model in tables and plots")
     e.add_argument("--out", help="eval directory (default: next to --model)")
     e.set_defaults(func=cmd_eval)

@@ -3,22 +3,36 @@
 Every field has a one-line description, which is also what `rlvr train --help-config`
 prints. Errors name the key (`train.lr`), say what was expected, and suggest the
 closest known key for a typo. The algorithm's own hyperparameters live under
-`algorithm:` and are validated by that algorithm's config class, so a new
-algorithm adds options without touching this file.
+`algorithm:` and are validated by that algorithm's config class, chosen by
+`algorithm.name` from the registry or an import path, so a new algorithm adds
+options without touching this file: after loading, `cfg.algorithm` is that class
+(GRPOConfig, PPOConfig, ...), every default filled in.
+
+A recipe may inherit another: `base: other.yaml` (relative to the recipe; chains
+allowed). The recipe's sections deep-merge over its base's, lists replace, and an
+`algorithm:` section naming a different algorithm than its base replaces the
+base's section whole (one algorithm's options are not another's; sweeps swap
+algorithms the same way). See `read_recipe`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rlvr.data import DataConfig  # the data: and reward: sections live with their code
+from rlvr.eval.settings import EvalSettings  # the eval: section extends the eval's own settings
 from rlvr.rewards import RewardConfig
+
+if TYPE_CHECKING:
+    from rlvr.algorithms import AlgorithmConfig
 
 TINY_MODEL = "tiny"  # model.path value that selects the embedded base model
 
@@ -62,16 +76,14 @@ class TrainConfig(_Section):
     cpu_threads: int = Field(1, ge=1, description="torch threads per process on CPU; 1 by default: on a 2-core machine 2 threads took ~20x longer per step whenever the other core was busy (another process, a second rank), and ~20% less when it was idle (bench/cpu_threads.py)")
 
 
-class EvalConfig(_Section):
+class EvalConfig(EvalSettings):
+    """The eval settings (rlvr.eval.EvalSettings: n, temperature, top_p, seed, K, ...) plus when to
+    evaluate during training. `rlvr eval` and a sweep's eval start from these and override fields."""
+
     every: int = Field(0, ge=0, description="held-out eval every N steps; 0 = only before and after training")
     before: bool = Field(True, description="evaluate the base model before the first step")
     after: bool = Field(True, description="evaluate the final model")
-    n: int = Field(4, ge=1, description="samples per held-out problem")
-    ks: list[int] = Field(default_factory=lambda: [1], description="k values for pass@k (each <= n)")
-    temperature: float = Field(1.0, ge=0.0, description="eval sampling temperature")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="eval nucleus sampling mass")
-    threshold: float = Field(1.0, description="a sample counts as correct when its reward >= threshold")
-    K: int = Field(256, ge=1, description="K of the sampling-efficiency gap pass@K(base) - pass@1(model); clipped to n")
+    ks: list[int] = Field(default_factory=lambda: [1], description="k values for pass@k in evals.jsonl (each <= n)")
     final_n: int | None = Field(None, ge=1, description="samples per problem in the full eval of the final model (rlvr eval); null = n")
     full: bool = Field(False, description="after training, write the full eval of final/ vs the base (samples, metrics.json, plots, summary.md) to output_dir/eval")
 
@@ -81,6 +93,22 @@ class EvalConfig(_Section):
         if bad:
             raise ValueError(f"ks {bad} must lie in [1, n={self.n}]")
         return self
+
+    def settings(self, rollout: "RolloutConfig", *, final: bool = False, **overrides: Any) -> EvalSettings:
+        """The EvalSettings of an eval of this run: the in-training one, or with `final` the full eval
+        (n = final_n); unset lengths and batch sizes are the rollout's; then `overrides` (None = keep)."""
+        values = {k: getattr(self, k) for k in EvalSettings.model_fields}
+        if final and self.final_n:
+            values["n"] = self.final_n
+        if values["max_new_tokens"] is None:
+            values["max_new_tokens"] = rollout.max_new_tokens
+        if values["batch_size"] is None:
+            values["batch_size"] = rollout.generation_batch_size
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return EvalSettings(**values)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, EvalSettings, prefix="eval.")) from None
 
 
 class CheckpointConfig(_Section):
@@ -95,11 +123,62 @@ class TrackingConfig(_Section):
     progress: bool = Field(True, description="console progress bar")
 
 
+class UnimportedAlgorithmConfig(BaseModel):
+    """The `algorithm:` section of an algorithm named by import path ('pkg.module:Class') whose
+    module does not import here: `rlvr eval` reads a run's config.yaml without the run's training
+    code. Its options are kept exactly as written, not validated (`model_dump()` gives them back);
+    `rlvr train` and `build_algorithm` refuse it with the import error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="the import path, 'pkg.module:Class'")
+    _reason: str = PrivateAttr("")
+
+    @property
+    def reason(self) -> str:
+        """Why it is not validated: the import error."""
+        return self._reason
+
+
+def algorithm_config(section: Any) -> "AlgorithmConfig | UnimportedAlgorithmConfig":
+    """The `algorithm:` section validated by its algorithm's own Config class, chosen by `name`
+    (a registered name, or 'pkg.module:Class'). An import path whose module does not import here
+    gives an `UnimportedAlgorithmConfig`. Raises ConfigError naming the key (`algorithm.x`), with
+    the closest known option for a typo."""
+    from rlvr.algorithms import AlgorithmConfig, get_algorithm, registered_algorithms
+
+    if isinstance(section, (AlgorithmConfig, UnimportedAlgorithmConfig)):
+        return section
+    if not isinstance(section, dict):
+        raise ConfigError(f"algorithm: expected a mapping with a name (e.g. {{name: grpo}}), got {section!r}")
+    name = section.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"algorithm.name: missing; name a registered algorithm ({', '.join(registered_algorithms())}) "
+                          "or an import path 'pkg.module:Class'")
+    if ":" in name:
+        try:
+            importlib.import_module(name.partition(":")[0])
+        except ImportError as e:  # not this machine's code: keep the section as written
+            out = UnimportedAlgorithmConfig.model_validate(section)
+            out._reason = f"algorithm.name: cannot import {name!r}: {e}"
+            return out
+    try:
+        cls = get_algorithm(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return cls.Config.model_validate(section)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, cls.Config, prefix="algorithm.")) from None
+
+
 class RunConfig(_Section):
     output_dir: str = Field("runs/run", description="run directory: config, metrics.jsonl, checkpoints, final/")
     model: ModelConfig = Field(default_factory=ModelConfig, description="policy model")
     data: DataConfig = Field(default_factory=DataConfig, description="problems")
-    algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo"}, description="algorithm name and its own hyperparameters")
+    # Any at runtime, so that this module loads without torch; validated by `algorithm_config`
+    algorithm: Any = Field(default_factory=lambda: algorithm_config({"name": "grpo"}),
+                           description="the algorithm (algorithm.name) and its own options, validated by its config class")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="sampling for training")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="verifiers, their weights, and reward shaping")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
@@ -107,14 +186,14 @@ class RunConfig(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing and resume")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="metrics and loggers")
 
-    @model_validator(mode="after")
-    def _check(self) -> "RunConfig":
-        if "name" not in self.algorithm:
-            raise ValueError("algorithm needs a 'name' (e.g. grpo)")
-        if self.reward.overlong_buffer >= self.rollout.max_new_tokens:
-            raise ValueError(f"reward.overlong_buffer={self.reward.overlong_buffer} must be below "
-                             f"rollout.max_new_tokens={self.rollout.max_new_tokens}")
-        return self
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, v: Any) -> Any:
+        try:
+            return algorithm_config(v)
+        except ConfigError as e:  # reported as is by format_validation_error
+            raise PydanticCustomError("rlvr_config", "{detail}", {"detail": str(e)}) from None
+
 
 
 # ---------------------------------------------------------------- loading
@@ -171,7 +250,9 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     for e in err.errors():
         loc = tuple(x for x in e["loc"])
         key = prefix + ".".join(str(x) for x in loc)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "rlvr_config":  # already names its key (the algorithm section)
+            lines.append(e["ctx"]["detail"])
+        elif e["type"] == "extra_forbidden":
             known = _fields_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"; did you mean '{(prefix + '.'.join(map(str, loc[:-1] + (close[0],))))}'?" if close else ""
@@ -183,26 +264,65 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     return "\n".join(lines)
 
 
+def merge_recipe(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` deep-merged onto `base` (lists replace), except that an `algorithm:` section naming
+    another algorithm than the base's replaces the base's section whole."""
+    out = deep_merge(base, over)
+    b, o = base.get("algorithm"), over.get("algorithm")
+    if isinstance(b, dict) and isinstance(o, dict) and "name" in o and o["name"] != b.get("name"):
+        out["algorithm"] = dict(o)
+    return out
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def read_recipe(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe at `path` as one mapping, its `base:` chain resolved: `base: other.yaml` (relative
+    to the recipe's directory) is read first (itself perhaps with a base) and the recipe merged over
+    it by `merge_recipe`. A missing base names it and the recipe that asks for it; a cycle names
+    every file in it."""
+    p = Path(path)
+    if not p.is_file():
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: base recipe not found: {p}")
+        raise ConfigError(f"config file not found: {p}")
+    key = p.resolve()
+    if key in [c.resolve() for c in _chain]:
+        cycle = [c for c in _chain[[c.resolve() for c in _chain].index(key):]] + [p]
+        raise ConfigError("recipe inheritance cycle: " + " -> ".join(str(c) for c in cycle))
+    raw = _read_yaml(p)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{p}: base: expected a recipe file name (relative to this recipe), got {base!r}")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute():
+        base_path = p.parent / base_path
+    return merge_recipe(read_recipe(base_path, _chain + (p,)), raw)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML at `path` (or defaults if None), apply dotted overrides, validate
-    (the algorithm too: see `check_algorithm`)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    """Load the recipe at `path` (or defaults if None) with its `base:` chain (`read_recipe`), apply
+    dotted overrides, validate (the algorithm too: see `check_algorithm`)."""
+    raw = read_recipe(path) if path is not None else {}
     return config_from_dict(raw, overrides, where=f"{path}: " if path else "")
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, where: str = "") -> RunConfig:
     """`load_config` for a recipe already read: apply overrides, validate; errors start with `where`."""
     raw = deep_merge(raw, parse_overrides(overrides or []))
+    for key in ("overlong_buffer", "overlong_factor"):  # moved with the overlong shaping (issue 9)
+        if isinstance(raw.get("reward"), dict) and key in raw["reward"]:
+            raise ConfigError(f"{where}reward.{key} has moved: write it as algorithm.{key} (overlong shaping is an algorithm option)")
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -217,17 +337,14 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, wh
 
 def check_algorithm(cfg: RunConfig) -> None:
     """Build the algorithm once with the run's context (rollout.n, max_new_tokens), so that a bad
-    combination (an option it lacks; GRPO with rollout.n = 1) stops at load, before any model
-    loads. An algorithm named by import path whose module does not import here is left to the
-    trainer, which builds it again: `rlvr eval` reads a run's config without its training code."""
-    from rlvr.algorithms import build_algorithm, get_algorithm
+    combination (GRPO with rollout.n = 1) stops at load, before any model loads; its options were
+    validated with the config. An algorithm named by import path whose module does not import here
+    (`UnimportedAlgorithmConfig`) is left to the trainer, which builds it again: `rlvr eval` reads a
+    run's config without its training code."""
+    from rlvr.algorithms import build_algorithm
 
-    name = str(cfg.algorithm.get("name", ""))
-    if ":" in name:
-        try:
-            get_algorithm(name)
-        except ValueError:
-            return
+    if isinstance(cfg.algorithm, UnimportedAlgorithmConfig):
+        return
     build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
 
 
@@ -244,14 +361,52 @@ def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def _describe_field(key: str, f: Any, note: str = "") -> str:
+    default = f.get_default(call_default_factory=True)
+    choices = get_args(f.annotation) if get_origin(f.annotation) is Literal else ()
+    opts = f" ({' | '.join(map(str, choices))})" if choices else ""
+    return f"{key} = {default!r}{opts}{note}: {f.description or ''}"
+
+
 def describe(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """One line per key: 'train.lr (float = 1e-05): AdamW learning rate' (for --help-config)."""
+    """One line per key: 'train.lr = 1e-05: AdamW learning rate' (for --help-config); choices of a
+    fixed set in parentheses. The `algorithm:` section: see `describe_algorithms`."""
     out = []
     for name, f in model.model_fields.items():
         ann = f.annotation
+        if model is RunConfig and name == "algorithm":
+            out.extend(describe_algorithms(f"{prefix}{name}."))
+            continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(describe(ann, f"{prefix}{name}."))
             continue
-        default = f.get_default(call_default_factory=True)
-        out.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
+        out.append(_describe_field(f"{prefix}{name}", f))
+    return out
+
+
+def describe_algorithms(prefix: str = "algorithm.") -> list[str]:
+    """The `algorithm:` section for --help-config: the options every algorithm shares, once, then
+    per registered algorithm the options it adds or whose default it changes."""
+    from rlvr.algorithms import AlgorithmConfig, get_algorithm, registered_algorithms
+
+    names = registered_algorithms()
+    shared = AlgorithmConfig.model_fields
+    out = [f"# {prefix.rstrip('.')}: options shared by every algorithm",
+           f"{prefix}name = 'grpo': {shared['name'].description}; registered: {', '.join(names)}"]
+    out += [_describe_field(prefix + k, f) for k, f in shared.items() if k != "name"]
+    for name in names:
+        cls = get_algorithm(name)
+        own = []
+        for k, f in cls.Config.model_fields.items():
+            if k == "name":
+                continue
+            if k not in shared:
+                own.append(_describe_field(prefix + k, f))
+                continue
+            d, shared_d = f.get_default(call_default_factory=True), shared[k].get_default(call_default_factory=True)
+            if d != shared_d:
+                own.append(_describe_field(prefix + k, f, note=f" (shared default {shared_d!r})"))
+        head = f"# {prefix}name: {name} ({cls.__name__})"
+        out.append(head + (": adds or changes" if own else ": the shared options only"))
+        out += ["  " + line for line in own]
     return out

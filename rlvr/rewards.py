@@ -342,8 +342,6 @@ class RewardFunctionConfig(BaseModel):
 class RewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong shaping: penalise the last N tokens before rollout.max_new_tokens; 0 = off")
-    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong shaping: penalty at the maximum length")
     functions: list[RewardFunctionConfig] = Field(
         default_factory=list,
         description="weighted rewards [{name, weight, options...}]; empty = the data's own: reasoning_gym for "

@@ -12,14 +12,14 @@ A sweep file names a base recipe and axes:
     algorithms:                            # optional per-algorithm options, on top of its recipe
       ppo: {critic_lr: 1.0e-3}
     overrides: [train.steps=20]            # applied to every cell
-    eval: {n: 16, problems: 200}           # the eval after each run (rlvr eval settings)
+    eval: {n: 16, problems: 200}           # the eval after each run: eval settings over the recipe's
 
 The recipe a cell of algorithm X starts from: `recipes[X]` if given, else `X.yaml`
 beside the base recipe if there is one (recipes/tiny/dapo.yaml for a base of
 recipes/tiny/grpo.yaml), else the base recipe with its `algorithm:` section
 replaced by {name: X} (options of one algorithm are not valid for another). So a
-cell is its algorithm's recipe, everything included (DAPO's overlong shaping lives
-under `reward:`, PPO's critic_lr under `algorithm:`), and differs from it only by
+cell is its algorithm's recipe, everything included (DAPO's overlong shaping and
+PPO's critic_lr under `algorithm:`), and differs from it only by
 `algorithms[X]`, the other axes, `overrides`, and output_dir. A recipe chosen for X
 must train X. Every cell's config is resolved and validated before the first runs.
 
@@ -46,20 +46,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlvr.config import ConfigError, config_from_dict, format_validation_error, load_config
+from rlvr.config import ConfigError, config_from_dict, format_validation_error, load_config, read_recipe
+from rlvr.eval.settings import EvalOverrides, to_arguments
 
 DONE = "cell_done.json"
-
-
-class SweepEval(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n: int | None = Field(None, ge=1, description="samples per problem (default: the recipe's eval.final_n or eval.n)")
-    K: int | None = Field(None, ge=1, description="K of dSE (default: the recipe's eval.K)")
-    problems: int | None = Field(None, ge=1, description="first N held-out problems (default: all of data.eval_size)")
-    temperature: float | None = Field(None, ge=0, description="default: the recipe's eval.temperature")
-    top_p: float | None = Field(None, gt=0, le=1, description="default: the recipe's eval.top_p")
-    resamples: int = Field(1000, ge=10, description="bootstrap resamples")
-    perplexity: bool = Field(True, description="perplexity cross-terms")
 
 
 class SweepConfig(BaseModel):
@@ -70,7 +60,7 @@ class SweepConfig(BaseModel):
     recipes: dict[str, str] = Field(default_factory=dict, description="algorithm -> its recipe, relative to the sweep file (default: <algorithm>.yaml beside the base, if there)")
     algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm options, on top of its recipe")
     overrides: list[str] = Field(default_factory=list, description="dotted overrides applied to every cell")
-    eval: SweepEval = Field(default_factory=SweepEval, description="the eval after each run")
+    eval: EvalOverrides = Field(default_factory=EvalOverrides, description="the eval after each run: any eval setting (rlvr.eval.EvalSettings), unset = the cell recipe's eval: section")
     accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
 
 
@@ -134,7 +124,7 @@ def cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> tup
     """This cell's recipe before overrides, and the file it comes from: the algorithm's own recipe
     with `algorithms[X]` on top, or the base with its algorithm section replaced whole."""
     source = recipe_source(sweep, base, settings)
-    raw = yaml.safe_load(source.read_text()) or {}
+    raw = read_recipe(source)  # its `base:` chain resolved
     name = settings.get("algorithm")
     if name is not None:
         section = raw.get("algorithm") if isinstance(raw.get("algorithm"), dict) else {}
@@ -211,16 +201,14 @@ def run_sweep(path: str | Path, *, launcher: str = "inprocess", only: int | None
     return dirs
 
 
+def eval_overrides(sweep: SweepConfig) -> dict[str, Any]:
+    """The sweep's eval settings, over each cell recipe's eval: section."""
+    return sweep.eval.model_dump(exclude_none=True)
+
+
 def eval_args(sweep: SweepConfig) -> list[str]:
-    e = sweep.eval
-    args = [f"--resamples={e.resamples}"]
-    for flag, v in (("--n", e.n), ("--K", e.K), ("--problems", e.problems), ("--temperature", e.temperature),
-                    ("--top-p", e.top_p)):
-        if v is not None:
-            args.append(f"{flag}={v}")
-    if not e.perplexity:
-        args.append("--no-perplexity")
-    return args
+    """The same settings as `rlvr eval` flags (--launcher print/accelerate)."""
+    return to_arguments(eval_overrides(sweep))
 
 
 def launch_commands(sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path) -> list[str]:
@@ -231,7 +219,9 @@ def launch_commands(sweep: SweepConfig, recipe: Path, overrides: list[str], out:
 
 
 def run_cell_inprocess(sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path, train: bool = True) -> None:
-    from rlvr.cli import main as cli_main
+    """Train the cell (unless it is trained), then evaluate final/ against the base with
+    rlvr.eval's evaluate, as `rlvr eval --model out/final` does. Ctrl-C is a KeyboardInterrupt."""
+    from rlvr.eval import runner
 
     if train:
         from rlvr.trainer import Trainer
@@ -240,8 +230,6 @@ def run_cell_inprocess(sweep: SweepConfig, recipe: Path, overrides: list[str], o
         trainer.fit()
         del trainer
         gc.collect()
-    rc = cli_main(["eval", "--model", str(out / "final"), "--label", out.name, *eval_args(sweep)])
-    if rc == 130:  # the CLI turned Ctrl-C into an exit code; keep it an interrupt
-        raise KeyboardInterrupt
-    if rc:
-        raise RuntimeError(f"eval of {out} failed with exit code {rc}")
+    cfg = load_config(out / "config.yaml")  # the run's resolved config, as `rlvr eval --model` reads it
+    runner.evaluate_run(cfg, model=str(out / "final"), base=cfg.model.path, overrides=eval_overrides(sweep),
+                        out_dir=out / "eval", label=out.name)

@@ -1,12 +1,17 @@
 """The algorithm-blind RL trainer.
 
 One step: collect a batch (roll out n responses to each prompt, score them, keep
-the groups the algorithm wants, refill while it asks for more) -> old, reference
-log-probs and critic values -> the algorithm's advantages -> epochs x
-minibatches of the algorithm's loss, accumulated over micro-batches -> log,
-eval, checkpoint. What differs between algorithms is declared by the algorithm
-(needs_critic, needs_reference, wants_greedy_baseline, keep_group,
-max_gen_batches); the trainer never asks which algorithm it runs.
+the groups the algorithm wants, refill while it asks for more) -> old log-probs
+-> the algorithm's advantages -> epochs x minibatches of the algorithm's loss,
+accumulated over micro-batches -> log, eval, checkpoint.
+
+The trainer never asks which algorithm it runs, and implements no algorithm's
+feature: it calls the algorithm's hooks at fixed points of the step (setup,
+after_scoring, keep_group, after_rollout, after_logprobs, compute_advantages,
+prepare, forward_extras, compute_loss, state_dict; algorithms/base.py) and offers
+them services: `prepare_model` (a model trained, stepped, clipped and
+checkpointed with the policy, or a frozen one), `rollout(problems, n, sampling)`,
+`score(batch)`, `forward(fn, batch)` and `logprobs(model, batch)`.
 
 Distribution: accelerate owns processes. Each process rolls out its own share of
 the step's prompts (whole groups stay on one process). Loss normalisers (token
@@ -36,15 +41,14 @@ from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.losses import all_reduce_sum
-from rlvr.models import (configure_cpu_threads, load_model_and_tokenizer, load_value_model, resolve_model_path, response_logprobs,
-                         response_values)
+from rlvr.models import configure_cpu_threads, load_model_and_tokenizer, resolve_model_path, response_logprobs
 from rlvr.data import load_problems as load_data
-from rlvr.rewards import RewardFn, RewardRunner, build_reward, overlong_penalty
+from rlvr.rewards import RewardFn, RewardRunner, build_reward
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem
 
 if TYPE_CHECKING:
-    from rlvr.eval.runner import EvalSpec
+    from rlvr.eval.settings import EvalSettings
 
 COUNTED = ("reward/errors", "reward/timeouts")  # verifier metrics that are counts, not means
 
@@ -103,28 +107,18 @@ class Trainer:
             self._check_batch_shape(self.world)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.ref = None
-        if self.algorithm.needs_reference:
-            self.ref, _ = load_model_and_tokenizer(path, cfg.model.dtype)
-            self.ref.requires_grad_(False).eval().to(acc.device)
-
-        t = cfg.train
-        adamw = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.policy, self.optimizer = acc.prepare(model, adamw(model.parameters(), t.lr))
-        self.critic = self.critic_optimizer = None
-        if self.algorithm.needs_critic:
-            critic = load_value_model(path, cfg.model.dtype)
-            self.critic, self.critic_optimizer = acc.prepare(critic, adamw(critic.parameters(), self.algorithm.critic_lr(t.lr)))
-        self.trained = [m for m in (self.policy, self.critic) if m is not None]
-        self.optimizers = [o for o in (self.optimizer, self.critic_optimizer) if o is not None]
-        # stepped by hand on sync steps: a prepared scheduler steps once per process
-        warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(getattr(o, "optimizer", o), warm) for o in self.optimizers]
+        # the trained models with their optimizers and schedulers: the policy's first, then the algorithm's
+        self.trained: list[torch.nn.Module] = []
+        self.optimizers: list[Any] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.policy = self.prepare_model(model, lr=cfg.train.lr)
+        self.optimizer = self.optimizers[0]
         self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
                                    batch_size=cfg.rollout.generation_batch_size)
         self.rewards = RewardRunner(reward_fn)
         self.start_step = 0
         self.eval_results: list[dict[str, Any]] = []
+        self.algorithm.setup(self)  # the algorithm's own models, through prepare_model
 
     # ------------------------------------------------------------ the loop
 
@@ -163,53 +157,58 @@ class Trainer:
     # ------------------------------------------------------------ steps
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
-        """Roll out and score until this process holds its quota of kept groups.
+        """Roll out and score until this process holds its quota of kept groups, then hand
+        the batch to the algorithm's `after_rollout` (extra sampling passes).
 
-        Algorithms that keep every group need one round. Dynamic sampling (DAPO)
-        drops groups via `keep_group` and draws fresh prompts, at most
-        `max_gen_batches` rounds; every process then trains on the smallest
+        One round unless the algorithm's `keep_group` drops groups: then fresh prompts are
+        drawn, at most `max_gen_batches` rounds; every process then trains on the smallest
         count any process reached, so shapes agree across processes.
         """
+        algo, n = self.algorithm, self.cfg.rollout.n
         quota = self.cfg.train.prompts_per_step // self.world
-        n = self.cfg.rollout.n
         kept: list[RolloutBatch] = []
         have = seen = rounds = 0
         verifier: dict[str, float] = {}  # counts summed, means weighted by samples scored
-        while have < quota and rounds < self.algorithm.max_gen_batches:
-            batch = self.rollout(self.step_problems(step, rounds), step, rounds)
+        while have < quota and rounds < algo.max_gen_batches:
+            problems = self.step_problems(step, rounds)
+            self.seed_round(step, rounds)
+            batch = self.rollout(problems, n, self.sampling())
             for k, v in self.score(batch).items():
                 verifier[k] = verifier.get(k, 0.0) + (v if k in COUNTED else v * len(batch))
             groups, scores = batch.rewards.view(-1, n), batch.scores.view(-1, n)  # [prompts, n]: groups are contiguous
-            keep = [g for g in range(len(groups)) if self.algorithm.keep_group(groups[g], scores[g])][: quota - have]
+            keep = [g for g in range(len(groups)) if algo.keep_group(groups[g], scores[g])][: quota - have]
             seen, rounds, have = seen + groups.shape[0], rounds + 1, have + len(keep)
             kept.append(batch.select([g * n + j for g in keep for j in range(n)]))
         batch = concat_batches(kept, self.tokenizer.pad_token_id)
         fewest = have if self.world == 1 else self._min_over_processes(have)
         if fewest < have:
             batch = batch.select(list(range(fewest * n)))
-        if fewest < quota and self.algorithm.raise_on_shortfall:
+        if fewest < quota and algo.raise_on_shortfall:
             raise RuntimeError(f"step {step + 1}: only {fewest} of {quota} groups per process kept after "
-                               f"{self.algorithm.max_gen_batches} generation rounds (algorithm.max_gen_batches)")
+                               f"{algo.max_gen_batches} generation rounds (algorithm.max_gen_batches)")
         if fewest == 0:
             raise RuntimeError(f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
-                               "(every group's rewards were equal); nothing to train on")
-        if self.algorithm.wants_greedy_baseline:
-            self.greedy_baseline(batch, step)
+                               "(the algorithm's keep_group dropped every group); nothing to train on")
+        algo.after_rollout(batch, self)
         info = {"sampling/rounds": float(rounds), "sampling/groups_kept_frac": have / max(seen, 1),
                 "sampling/shortfall": float(quota - fewest)}
-        info.update({k: v / (seen * n) for k, v in verifier.items() if k not in COUNTED})
-        info = self.mean_over_processes(info)
+        return batch, self.collect_metrics(info, verifier, seen * n)
+
+    def collect_metrics(self, info: dict[str, float], verifier: dict[str, float], scored: int) -> dict[str, float]:
+        """`info` and the verifiers' means (sums over the `scored` samples) averaged over processes;
+        the verifiers' counts (errors, timeouts) summed."""
+        info = self.mean_over_processes({**info, **{k: v / scored for k, v in verifier.items() if k not in COUNTED}})
         counted = sorted(k for k in verifier if k in COUNTED)
         if counted:
             totals = all_reduce_sum(torch.tensor([verifier[k] for k in counted], dtype=torch.float64))
             info.update(zip(counted, totals.tolist()))
-        return batch, info
+        return info
 
     def step_problems(self, step: int, round: int = 0) -> list[Problem]:
         """This process's share of the step's prompts; the same global draw on every rank.
 
         Round 0 walks a per-epoch permutation of the training set; refill rounds
-        (dynamic sampling) draw afresh, seeded by (step, round).
+        (while the algorithm's keep_group drops groups) draw afresh, seeded by (step, round).
         """
         n_train, k = len(self.train_problems), self.cfg.train.prompts_per_step
         if round == 0:
@@ -220,60 +219,31 @@ class Trainer:
             idx = np.random.default_rng([self.cfg.train.seed, step, round]).choice(n_train, k, replace=False)
         return [self.train_problems[i] for i in idx[self.rank::self.world]]
 
-    def rollout(self, problems: list[Problem], step: int, round: int = 0) -> RolloutBatch:
+    def seed_round(self, step: int, round: int) -> None:
+        """Seed torch's global generator, which the engine samples from, per (step, round, rank)."""
         torch.manual_seed(int(np.random.SeedSequence([self.cfg.train.seed, step, round, self.rank]).generate_state(1)[0]))
-        r = self.cfg.rollout
-        sampling = Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
-        return self.engine.generate(problems, r.n, sampling).to(self.accelerator.device)
-
-    def score(self, batch: RolloutBatch) -> dict[str, float]:
-        """Verifier rewards, plus overlong shaping when configured; returns the verifiers' metrics."""
-        rewards, info = self.rewards(batch.problems, batch.completions)
-        batch.scores = rewards.to(self.accelerator.device)
-        rc = self.cfg.reward
-        if rc.overlong_buffer:
-            lengths = batch.response_mask.sum(-1).cpu()
-            rewards = rewards + overlong_penalty(lengths, self.cfg.rollout.max_new_tokens, rc.overlong_buffer, rc.overlong_factor)
-        batch.rewards = rewards.to(self.accelerator.device)
-        return info
-
-    def greedy_baseline(self, batch: RolloutBatch, step: int) -> None:
-        """One greedy response per prompt, scored; it is a baseline, never trained on."""
-        n = self.cfg.rollout.n
-        problems = batch.problems[::n]
-        greedy = self.engine.generate(problems, 1, Sampling(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens))
-        self.score(greedy)
-        batch.greedy_rewards = greedy.rewards.repeat_interleave(n).to(batch.rewards.device)  # [B]
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """Everything after scoring: log-probs and values, advantages, the update."""
-        self.reference_pass(batch)
+        """Everything after collection: log-probs, the algorithm's advantages, the update."""
+        self.logprob_pass(batch)
         self.algorithm.compute_advantages(batch)
         self.algorithm.prepare(batch)
         return self.update(batch)
 
-    @torch.no_grad()
-    def reference_pass(self, batch: RolloutBatch) -> None:
-        """Log-probs of the sampling policy, of the reference model, and critic values."""
-        T = self.cfg.rollout.temperature
-        old, ref, values = [], [], []
-        for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size):
-            old.append(response_logprobs(self.policy, mb, temperature=T)[0])
-            if self.ref is not None:
-                ref.append(response_logprobs(self.ref, mb, temperature=T)[0])
-            if self.critic is not None:
-                values.append(response_values(self.critic, mb))
-        batch.old_logprobs = torch.cat(old)
-        batch.ref_logprobs = torch.cat(ref) if ref else None
-        batch.values = torch.cat(values) if values else None
+    def logprob_pass(self, batch: RolloutBatch) -> None:
+        """Log-probs of the sampling policy, then the algorithm's own no-grad passes
+        (`after_logprobs`)."""
+        batch.old_logprobs = self.logprobs(self.policy, batch)
+        self.algorithm.after_logprobs(batch, self)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Epochs x minibatches of optimizer steps over `batch`, each minibatch's gradient
+        accumulated over micro-batches; every trained model is stepped together."""
         cfg, acc = self.cfg, self.accelerator
         B, M = len(batch), cfg.train.minibatches
         sums: dict[str, float] = {}
         count, losses, grad_norms, lrs = 0, [], [], []
         gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.schedulers[0].last_epoch)
-        want_entropy_grad = self.algorithm.config.entropy_coef > 0
         for m in self.trained:
             m.train()
         for _ in range(cfg.train.epochs):
@@ -286,21 +256,15 @@ class Trainer:
                 step_loss = 0.0
                 for i, micro in enumerate(micros):
                     with self.sync_if(i == len(micros) - 1):
-                        logprobs, entropy = response_logprobs(self.policy, micro, temperature=cfg.rollout.temperature,
-                                                              with_entropy=True)
-                        if not want_entropy_grad:
-                            entropy = entropy.detach()
-                        values = response_values(self.critic, micro) if self.critic is not None else None
-                        loss, metrics = self.algorithm.compute_loss(micro, logprobs, values=values, entropy=entropy)
+                        loss, metrics = self.micro_loss(micro)
                         acc.backward(loss * self.world)
                     step_loss += float(loss.detach())
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
-                if cfg.train.grad_clip:
-                    grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)))
-                    if self.critic is not None:
-                        acc.clip_grad_norm_(self.critic.parameters(), cfg.train.grad_clip)
+                if cfg.train.grad_clip:  # each trained model on its own; the policy's norm is logged
+                    norms = [acc.clip_grad_norm_(m.parameters(), cfg.train.grad_clip) for m in self.trained]
+                    grad_norms.append(float(norms[0]))
                 lrs.append(self.optimizer.param_groups[0]["lr"])  # the lr this optimizer step uses
                 for opt, sched in zip(self.optimizers, self.schedulers):
                     opt.step()
@@ -313,6 +277,66 @@ class Trainer:
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
+
+    def micro_loss(self, micro: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
+        temperature and entropy (differentiated only if the algorithm wants), its own
+        models' outputs (`forward_extras`), `compute_loss`."""
+        logprobs, entropy = response_logprobs(self.policy, micro, temperature=self.cfg.rollout.temperature,
+                                              with_entropy=True)
+        if not self.algorithm.wants_entropy_grad:
+            entropy = entropy.detach()
+        return self.algorithm.compute_loss(micro, logprobs, entropy=entropy, **self.algorithm.forward_extras(micro))
+
+    # ------------------------------------------------------------ services for algorithms
+
+    def prepare_model(self, model: torch.nn.Module, lr: float | None = None) -> torch.nn.Module:
+        """Hand a model to accelerate; returns it prepared. With `lr` it is trained like the
+        policy: its own AdamW (train.betas, train.weight_decay) and warm-up, train mode and
+        gradient sync in the update, clipped (train.grad_clip) and stepped with the policy,
+        saved in checkpoints and restored on resume. Without `lr` it is frozen: no grad,
+        eval mode, on the device, not checkpointed (it cannot change)."""
+        acc, t = self.accelerator, self.cfg.train
+        if lr is None:
+            return model.requires_grad_(False).eval().to(acc.device)
+        model, opt = acc.prepare(model, torch.optim.AdamW(model.parameters(), lr=lr, betas=t.betas,
+                                                          weight_decay=t.weight_decay))
+        # stepped by hand on sync steps: a prepared scheduler steps once per process
+        warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        self.trained.append(model)
+        self.optimizers.append(opt)
+        self.schedulers.append(torch.optim.lr_scheduler.LambdaLR(getattr(opt, "optimizer", opt), warm))
+        return model
+
+    def sampling(self) -> Sampling:
+        """The training sampling settings (the rollout: section)."""
+        r = self.cfg.rollout
+        return Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
+
+    def rollout(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
+        """n responses to each problem from the current policy, on this process's device. The
+        engine draws from torch's global generator, which `collect` seeds per step and round."""
+        return self.engine.generate(problems, n, sampling).to(self.accelerator.device)
+
+    def score(self, batch: RolloutBatch) -> dict[str, float]:
+        """The verifiers' rewards into `batch.scores` and `batch.rewards`, then the algorithm's
+        `after_scoring` (reward shaping) on `batch.rewards`; returns the verifiers' metrics."""
+        rewards, info = self.rewards(batch.problems, batch.completions)
+        batch.scores = rewards.to(self.accelerator.device)
+        batch.rewards = rewards.to(self.accelerator.device)
+        self.algorithm.after_scoring(batch)
+        return info
+
+    @torch.no_grad()
+    def forward(self, fn, batch: RolloutBatch) -> torch.Tensor:
+        """fn(micro-batch) over train.micro_batch_size micro-batches of `batch`, without grad,
+        joined along the batch: [B, ...]."""
+        return torch.cat([fn(mb) for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size)])
+
+    def logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs [B, R] of the responses under `model` at the sampling temperature, no grad."""
+        T = self.cfg.rollout.temperature
+        return self.forward(lambda mb: response_logprobs(model, mb, temperature=T)[0], batch)
 
     # ------------------------------------------------------------ helpers
 
@@ -407,38 +431,30 @@ class Trainer:
 
     # ------------------------------------------------------------ eval
 
-    def eval_spec(self, n: int | None = None) -> "EvalSpec":
-        from rlvr.eval.runner import EvalSpec
-
-        e = self.cfg.eval
-        return EvalSpec(n=n or e.n, temperature=e.temperature, top_p=e.top_p,
-                        max_new_tokens=self.cfg.rollout.max_new_tokens, seed=self.cfg.train.seed, K=e.K,
-                        threshold=e.threshold, batch_size=self.cfg.rollout.generation_batch_size)
+    def eval_settings(self, final: bool = False) -> "EvalSettings":
+        """The eval: section's settings, lengths and batch sizes from rollout: (the full eval: final_n)."""
+        return self.cfg.eval.settings(self.cfg.rollout, final=final)
 
     def evaluate(self, step: int, tag: str) -> dict[str, Any]:
-        """Held-out pass@k (and dSE, k*, coverage against the base), sampled on every
-        process's share of the eval problems. The base's samples come from the
-        cache, or are this call's samples when the policy is still the base."""
+        """Held-out pass@k (and dSE, k*, coverage against the base when the base's samples are
+        cached), by rlvr.eval.evaluate on every process's share. At step 0 the policy is the base:
+        its samples are the base's cached ones. Appends a row to evals.jsonl."""
+        from rlvr.eval import evaluate
         from rlvr.eval.passk import mean_pass_at_k
-        from rlvr.eval.runner import apply_threshold, base_cache_path, comparison_metrics, counts, read_jsonl, sample_rows, write_jsonl
 
-        e, spec = self.cfg.eval, self.eval_spec()
-        spec.seed += self.rank  # each process draws its own samples
-        rows = sample_rows(self.engine, self.eval_problems[self.rank::self.world], spec, self.rewards,
-                           desc=f"eval {tag}", progress=False)
-        rows = self.gather_rows(rows)
-        order = [p.id for p in self.eval_problems]
-        n, c = counts(rows, order)
-        cache = base_cache_path(self.model_path, self.eval_problems, self.eval_spec())
-        if tag == "base" and self.accelerator.is_main_process and not cache.is_file():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_jsonl(cache, rows)  # the policy is the base model here
-        result: dict[str, Any] = {"step": step, "tag": tag, "problems": len(order), "n": e.n}
+        e = self.cfg.eval
+        settings = self.eval_settings().model_copy(update={"perplexity": False})
+        r = evaluate(self.eval_problems, settings, self.rewards, model=self.engine, base=self.model_path,
+                     model_is_base=tag == "base", sample_base=False, label=tag, desc=f"eval {tag}",
+                     rank=self.rank, world=self.world, progress=False, maj=False)
+        m = r["model_metrics"]
+        n, c = np.array(m["counts"]["n"]), np.array(m["counts"]["c"])
+        result: dict[str, Any] = {"step": step, "tag": tag, "problems": m["problems"], "n": settings.n}
         for k in e.ks:
             result[f"pass@{k}"] = round(mean_pass_at_k(n, c, k), 6)
-        result["reward/mean"] = float(np.mean([r["reward"] for r in rows]))
-        if tag != "base" and cache.is_file():
-            comp = comparison_metrics(rows, apply_threshold(read_jsonl(cache), e.threshold), order, self.eval_spec())
+        result["reward/mean"] = m["mean_reward"]
+        if "comparison" in r:
+            comp = r["comparison"]
             result.update({f"dSE@{comp['K']}": round(comp["dse"]["dse"], 6), "crossover_k": comp["crossover_k"],
                            "gained": comp["coverage"]["model_only"], "lost": comp["coverage"]["base_only"]})
         self.eval_results.append(result)
@@ -452,24 +468,16 @@ class Trainer:
         return result
 
     def full_eval(self) -> None:
-        """The complete eval of final/ against the base (rlvr eval), written to output_dir/eval."""
-        from rlvr.eval.runner import run_eval
+        """The complete eval of the final policy against the base (what `rlvr eval` writes), by
+        rlvr.eval.evaluate on every process's share, written to output_dir/eval."""
+        from rlvr.eval import evaluate
 
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            e = self.cfg.eval
-            spec = self.eval_spec(e.final_n)
-            run_eval(model_path=str(self.out / "final"), base_path=self.model_path, problems=self.eval_problems,
-                     spec=spec, score=self.rewards, out_dir=self.out / "eval", label="final",
-                     progress=self.cfg.tracking.progress)
+        evaluate(self.eval_problems, self.eval_settings(final=True), self.rewards, model=self.engine,
+                 base=self.model_path, out_dir=self.out / "eval", label="final", model_path=str(self.out / "final"),
+                 rank=self.rank, world=self.world, device=str(self.accelerator.device), dtype=self.cfg.model.dtype,
+                 progress=self.cfg.tracking.progress)
         self.accelerator.wait_for_everyone()
-
-    def gather_rows(self, rows: list[dict]) -> list[dict]:
-        if self.world == 1:
-            return rows
-        parts = [None] * self.world
-        torch.distributed.all_gather_object(parts, rows)
-        return [r for p in parts for r in p]
 
     # ------------------------------------------------------------ checkpoints
 
@@ -487,7 +495,8 @@ class Trainer:
         acc.save_state(str(path))
         if acc.is_main_process:
             # written last: a checkpoint without it is incomplete and ignored
-            state = {"step": step, "schedulers": [s.state_dict() for s in self.schedulers]}
+            state = {"step": step, "schedulers": [s.state_dict() for s in self.schedulers],
+                     "algorithm": self.algorithm.state_dict()}
             (path / "trainer_state.json").write_text(json.dumps(state))
             for old in self.checkpoint_dirs()[:-c.keep]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -504,6 +513,8 @@ class Trainer:
         state = json.loads((last / "trainer_state.json").read_text())
         for s, sd in zip(self.schedulers, state["schedulers"]):
             s.load_state_dict(sd)
+        if "algorithm" in state:  # the algorithm's own state (an adaptive KL coefficient)
+            self.algorithm.load_state_dict(state["algorithm"])
         self.start_step = state["step"]
         if self.accelerator.is_main_process:
             for name in ("metrics.jsonl", "evals.jsonl"):

@@ -30,8 +30,13 @@ def algo(name: str, group_size: int | None = 3, max_new_tokens: int | None = 4, 
     return build_algorithm({"name": name, **options}, max_new_tokens=max_new_tokens, group_size=group_size)
 
 
+EXTRAS = ("greedy_rewards", "values")  # algorithms' own per-sample data (ReMax, PPO): batch.extras
+
+
 def make_batch(lengths, rewards, group, R=None, P=2, truncated=None, **fields) -> RolloutBatch:
-    """A hand-made batch: response i has lengths[i] tokens (left-aligned), padding after."""
+    """A hand-made batch: response i has lengths[i] tokens (left-aligned), padding after;
+    `greedy_rewards` and `values` go into batch.extras."""
+    extras = {k: fields.pop(k) for k in EXTRAS if k in fields}
     B = len(lengths)
     R = R or max(lengths)
     mask = (torch.arange(R)[None, :] < torch.tensor(lengths)[:, None]).float()  # [B, R]
@@ -44,6 +49,7 @@ def make_batch(lengths, rewards, group, R=None, P=2, truncated=None, **fields) -
         completions=["x" * n for n in lengths],
         truncated=torch.tensor([n == R for n in lengths] if truncated is None else truncated),
         rewards=torch.tensor(rewards, dtype=torch.float32),
+        extras=extras,
         **fields,
     )
 
@@ -312,7 +318,7 @@ def test_ppo_gae_discounted_by_hand_and_vs_loop():
     v = [[0.5, 0.2, 0.4], [0.3, 0.6, 0.0]]
     close(b.returns, [[x + y for x, y in zip(ra, rv)] for ra, rv in zip(adv, v)])  # returns = A + V, unwhitened
     r = a.token_rewards(ppo_batch())
-    close(b.returns - b.values * b.response_mask, gae_loop(r, b.values, [3, 2], 0.9, 0.8))
+    close(b.returns - b.extras["values"] * b.response_mask, gae_loop(r, b.extras["values"], [3, 2], 0.9, 0.8))
     assert_whitened(b.advantages, b.response_mask)
 
 
@@ -324,7 +330,7 @@ def test_ppo_gae_loop_reference_on_random_ragged_batch():
                    ref_logprobs=torch.randn(5, 6, generator=g))
     a = algo("ppo", gamma=0.95, lam=0.7, kl_coef=0.1)  # KL (k1) in the token rewards too
     r = a.token_rewards(b)
-    v = b.values.clone()
+    v = b.extras["values"].clone()
     a.compute_advantages(b)
     close(b.returns - v * b.response_mask, gae_loop(r, v, lengths, 0.95, 0.7), atol=1e-5)
 
@@ -631,7 +637,7 @@ def test_load_config_validates_the_algorithm_but_leaves_unimportable_import_path
         load_config(None, ["algorithm={name: grpo, gamma: 0.9}"])
     # `rlvr eval` reads a run's config.yaml where the training code may not be importable
     cfg = load_config(None, ["algorithm={name: 'no_such_module_xyz:Thing'}"])
-    assert cfg.algorithm["name"] == "no_such_module_xyz:Thing"
+    assert cfg.algorithm.name == "no_such_module_xyz:Thing"
 
 
 @pytest.mark.parametrize("name", ["reinforce_pp", "remax", "ppo"])
@@ -679,6 +685,47 @@ def test_overlong_filter_masks_truncated_rows_in_prepare():
     b = batch()
     algo("grpo").prepare(b)  # off by default: nothing changes
     close(b.response_mask, batch().response_mask)
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo", "reinforce_pp", "remax", "ppo", "dapo"])
+def test_overlong_shaping_is_an_algorithm_option_applied_after_scoring(name):
+    # max_new_tokens 4, buffer 2, factor 0.5: free up to 2 tokens, then -(|y| - 2) / 2 * 0.5
+    b = make_batch([1, 2, 3, 4], [1.0, 1.0, 0.0, 1.0], [0, 0, 1, 1])
+    b.scores = b.rewards.clone()
+    algo(name, group_size=2, overlong_buffer=2, overlong_factor=0.5).after_scoring(b)
+    close(b.rewards, [1.0, 1.0, -0.25, 0.5])
+    close(b.scores, [1.0, 1.0, 0.0, 1.0])  # the verifier's score stays as it was
+    off = make_batch([1, 2, 3, 4], [1.0, 1.0, 0.0, 1.0], [0, 0, 1, 1])
+    algo(name, group_size=2).after_scoring(off)  # off by default
+    close(off.rewards, [1.0, 1.0, 0.0, 1.0])
+
+
+def test_overlong_buffer_is_checked_and_its_old_key_points_to_the_new_one():
+    from rlvr.config import load_config
+
+    with pytest.raises(ConfigError, match=r"algorithm\.overlong_buffer=4 must be below rollout\.max_new_tokens=4"):
+        algo("grpo", overlong_buffer=4)
+    assert load_config(None, ["algorithm.name=dapo", "algorithm.overlong_buffer=2"]).algorithm.overlong_buffer == 2
+    for key in ("overlong_buffer", "overlong_factor"):
+        with pytest.raises(ConfigError, match=rf"reward\.{key} has moved.*algorithm\.{key}") as e:
+            load_config(None, ["algorithm.name=dapo", f"reward.{key}=2"])
+        assert len(str(e.value).splitlines()) == 1
+
+
+def test_hooks_default_to_nothing_and_dapo_derives_its_rounds_from_config():
+    a = algo("grpo")
+    b = make_batch([1, 2], [1.0, 0.0], [0, 0])
+    assert (a.max_gen_batches, a.raise_on_shortfall, a.wants_entropy_grad) == (1, False, False)
+    assert a.forward_extras(b) == {} and a.state_dict() == {"kl_coef": 0.0}
+    a.after_rollout(b, trainer=None)
+    assert b.extras == {}
+    assert algo("grpo", entropy_coef=0.01).wants_entropy_grad
+    d = algo("dapo", max_gen_batches=4, on_shortfall="raise")
+    assert (d.max_gen_batches, d.raise_on_shortfall) == (4, True)
+    assert algo("dapo", max_gen_batches=4, dynamic_sampling=False).max_gen_batches == 1
+    k = algo("grpo", kl_coef=0.2)
+    k.load_state_dict({"kl_coef": 0.3})
+    assert k.kl_coef == 0.3 and k.state_dict() == {"kl_coef": 0.3}
 
 
 def test_overlong_penalty_by_hand():
@@ -805,15 +852,15 @@ def test_two_steps_change_every_policy_parameter(tmp_path, random_model, options
     for row in rows:
         assert math.isfinite(row["loss"])
     if options["name"] == "ppo":
-        assert trainer.critic is not None and "value_loss" in rows[0]
+        assert trainer.algorithm.critic in trainer.trained and "value_loss" in rows[0]
     if options.get("kl_coef"):
         # the reference model was loaded and its log-probs used: KL in the reward is logged,
         # 0 on step 1 (policy == reference) and non-zero once the policy has moved
-        assert trainer.ref is not None
+        assert trainer.algorithm.ref is not None
         assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)
         assert rows[1]["kl"] != 0.0
     else:
-        assert trainer.ref is None
+        assert trainer.algorithm.ref is None
 
 
 def test_custom_subclass_trains_without_touching_the_core(tmp_path, random_model, monkeypatch):

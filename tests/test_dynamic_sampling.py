@@ -1,6 +1,7 @@
 """Dynamic sampling (DAPO) and the greedy baseline (ReMax) through the real Trainer's
 collect() on a random model, with handcrafted rewards that decide which prompt groups
-are constant."""
+are constant. The trainer is observed through the algorithm's hooks (a subclass that
+notes every batch scored), not by replacing its methods."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from helpers import make_random_model
+from rlvr.algorithms import DAPO, ReMax
 
 TASK = helpers.TASK
 N = 4  # rollout.n
@@ -28,22 +30,39 @@ def write_config(path: Path, model: Path, **sections) -> Path:
                                               "train": {"steps": 1, "prompts_per_step": K}}, **sections)
 
 
-def make_trainer(tmp_path, model, reward_fn, monkeypatch, name="dapo", **options):
-    """A Trainer whose rollout() records the round of every generation call."""
+class Recording:
+    """Notes the size of every batch the trainer scores, through the after_scoring hook: each
+    generation round, then each extra sampling pass."""
+
+    def after_scoring(self, batch):
+        super().after_scoring(batch)
+        self.__dict__.setdefault("scored", []).append(len(batch))
+
+
+class RecordingDAPO(Recording, DAPO):
+    pass
+
+
+class RecordingReMax(Recording, ReMax):
+    pass
+
+
+def make_trainer(tmp_path, model, reward_fn, name="dapo", **options):
+    """A Trainer running the Recording subclass of `name`: `trainer.algorithm.scored`."""
     from rlvr.config import load_config
     from rlvr.trainer import Trainer
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", model, algorithm={"name": name, **options}))
-    trainer = Trainer(cfg, reward_fn=reward_fn)
-    trainer.rounds_seen = []
-    inner = trainer.rollout
-
-    def counting(problems, step, round=0):
-        trainer.rounds_seen.append(round)
-        return inner(problems, step, round)
-
-    monkeypatch.setattr(trainer, "rollout", counting)
+    cls = {"dapo": RecordingDAPO, "remax": RecordingReMax}[name]
+    algorithm = {"name": f"{__name__}:{cls.__name__}", **options}
+    trainer = Trainer(load_config(write_config(tmp_path / "c.yaml", model, algorithm=algorithm)), reward_fn=reward_fn)
+    trainer.algorithm.scored = []
     return trainer
+
+
+def rounds(trainer) -> int:
+    """Generation rounds so far: every scored batch is one round of K / processes prompts x N."""
+    assert set(trainer.algorithm.scored) <= {K * N}
+    return len(trainer.algorithm.scored)
 
 
 def h(text: str) -> int:
@@ -69,7 +88,7 @@ def assert_well_formed_groups(batch) -> None:
     assert len(set(ids)) == len(ids)
 
 
-def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_model, monkeypatch):
+def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_model):
     const = {}
 
     def reward(problems, completions):
@@ -77,14 +96,13 @@ def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_mo
         return [0.0 if h(p.prompt) % 2 == const["parity"] else completion_reward(c)
                 for p, c in zip(problems, completions)]
 
-    trainer = make_trainer(tmp_path, random_model, reward, monkeypatch)
+    trainer = make_trainer(tmp_path, random_model, reward)
     # make round 0 hold at least one constant group, so one round cannot be enough
     const["parity"] = h(trainer.step_problems(0, 0)[0].prompt) % 2
     batch, metrics = trainer.collect(0)
 
     assert len(batch) == K * N
-    assert len(trainer.rounds_seen) > 1 and trainer.rounds_seen == list(range(len(trainer.rounds_seen)))
-    assert metrics["sampling/rounds"] == len(trainer.rounds_seen) > 1
+    assert metrics["sampling/rounds"] == rounds(trainer) > 1
     assert metrics["sampling/shortfall"] == 0
     assert metrics["sampling/groups_kept_frac"] < 1
     assert_well_formed_groups(batch)
@@ -97,46 +115,46 @@ def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_mo
     assert torch.isfinite(torch.tensor(out["loss"]))
 
 
-def test_dapo_constant_rewards_raise_after_max_gen_batches(tmp_path, random_model, monkeypatch):
+def test_dapo_constant_rewards_raise_after_max_gen_batches(tmp_path, random_model):
     constant = lambda problems, completions: [1.0] * len(completions)
-    trainer = make_trainer(tmp_path, random_model, constant, monkeypatch, max_gen_batches=3, on_shortfall="raise")
+    trainer = make_trainer(tmp_path, random_model, constant, max_gen_batches=3, on_shortfall="raise")
     with pytest.raises(RuntimeError):
         trainer.collect(0)
-    assert trainer.rounds_seen == [0, 1, 2]  # exactly max_gen_batches rounds, then stop
+    assert rounds(trainer) == 3  # exactly max_gen_batches rounds, then stop
 
 
-def test_dapo_constant_rewards_on_shortfall_raise_names_max_gen_batches(tmp_path, random_model, monkeypatch):
+def test_dapo_constant_rewards_on_shortfall_raise_names_max_gen_batches(tmp_path, random_model):
     constant = lambda problems, completions: [1.0] * len(completions)
-    trainer = make_trainer(tmp_path, random_model, constant, monkeypatch, max_gen_batches=3, on_shortfall="raise")
+    trainer = make_trainer(tmp_path, random_model, constant, max_gen_batches=3, on_shortfall="raise")
     with pytest.raises(RuntimeError, match="max_gen_batches"):
         trainer.collect(0)
 
 
-def test_dapo_constant_rewards_on_shortfall_train_has_nothing_to_train_on(tmp_path, random_model, monkeypatch):
+def test_dapo_constant_rewards_on_shortfall_train_has_nothing_to_train_on(tmp_path, random_model):
     constant = lambda problems, completions: [0.5] * len(completions)
-    trainer = make_trainer(tmp_path, random_model, constant, monkeypatch, max_gen_batches=2, on_shortfall="train")
+    trainer = make_trainer(tmp_path, random_model, constant, max_gen_batches=2, on_shortfall="train")
     with pytest.raises(RuntimeError, match="no prompt group was kept"):
         trainer.collect(0)
-    assert trainer.rounds_seen == [0, 1]
+    assert rounds(trainer) == 2
 
 
 @pytest.mark.parametrize("on_shortfall", ["train", "raise"])
-def test_dapo_shortfall_when_few_groups_ever_vary(tmp_path, random_model, monkeypatch, on_shortfall):
+def test_dapo_shortfall_when_few_groups_ever_vary(tmp_path, random_model, on_shortfall):
     varying: set[str] = set()
 
     def reward(problems, completions):
         return [completion_reward(c) if p.prompt in varying else 1.0 for p, c in zip(problems, completions)]
 
-    trainer = make_trainer(tmp_path, random_model, reward, monkeypatch, max_gen_batches=3, on_shortfall=on_shortfall)
+    trainer = make_trainer(tmp_path, random_model, reward, max_gen_batches=3, on_shortfall=on_shortfall)
     only = trainer.step_problems(0, 0)[0].prompt
     varying.add(only)  # one prompt of the 16 varies; it is drawn in round 0, maybe again later
     if on_shortfall == "raise":
         with pytest.raises(RuntimeError, match="max_gen_batches"):
             trainer.collect(0)
-        assert trainer.rounds_seen == [0, 1, 2]
+        assert rounds(trainer) == 3
         return
     batch, metrics = trainer.collect(0)
-    assert trainer.rounds_seen == [0, 1, 2]
+    assert rounds(trainer) == 3
     kept = len(batch) // N
     assert 1 <= kept < K and len(batch) == kept * N
     assert metrics["sampling/shortfall"] == K - kept > 0
@@ -150,7 +168,7 @@ def test_dapo_shortfall_when_few_groups_ever_vary(tmp_path, random_model, monkey
     assert torch.isfinite(torch.tensor(out["loss"]))
 
 
-def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_model, monkeypatch):
+def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     calls = []
@@ -160,14 +178,13 @@ def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_
         calls.append(len(completions))
         return [completion_reward(p.prompt + "|" + c) for p, c in zip(problems, completions)]
 
-    trainer = make_trainer(tmp_path, random_model, reward, monkeypatch, name="remax")
+    trainer = make_trainer(tmp_path, random_model, reward, name="remax")
     batch, _ = trainer.collect(0)
 
     assert len(batch) == K * N and len(batch.completions) == K * N  # greedy responses are not samples
     assert batch.response_mask.shape[0] == K * N and batch.rewards.shape == (K * N,)
-    assert trainer.rounds_seen == [0]
-    assert calls == [K * N, K]  # sampled responses scored, then one greedy response per prompt
-    g = batch.greedy_rewards
+    assert trainer.algorithm.scored == calls == [K * N, K]  # one round of samples, then one greedy response per prompt
+    g = batch.extras["greedy_rewards"]
     assert g.shape == (K * N,)
     per_prompt = g[::N]
     torch.testing.assert_close(g, per_prompt.repeat_interleave(N), rtol=0, atol=0)
@@ -191,6 +208,6 @@ def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_
     assert per_prompt.unique().numel() > 1, "greedy rewards all equal: the comparison proves little"
     assert per_prompt.tolist() != batch.rewards[::N].tolist()  # not the first sampled response's reward
     # the advantage uses it: A = R - b on every token of a sample
-    trainer.reference_pass(batch)
+    trainer.logprob_pass(batch)
     trainer.algorithm.compute_advantages(batch)
     torch.testing.assert_close(batch.advantages[:, 0], batch.rewards - g)

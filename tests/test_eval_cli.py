@@ -276,10 +276,10 @@ def test_sampling_path_base_cache_hit_and_miss(tmp_path, monkeypatch, random_mod
     monkeypatch.setattr(runner, "sample_rows", counting)
 
     def go(out, **spec_kw):
-        spec = runner.EvalSpec(**{"n": 4, "max_new_tokens": 6, "resamples": 20, "perplexity": False, **spec_kw})
+        settings = runner.EvalSettings(**{"n": 4, "max_new_tokens": 6, "resamples": 20, "perplexity": False, **spec_kw})
         calls.clear()
-        r = runner.run_eval(model_path=str(other_model), base_path=str(random_model), problems=problems, spec=spec,
-                            score=RewardRunner(parity_reward), out_dir=tmp_path / out, progress=False)
+        r = runner.evaluate(problems, settings, RewardRunner(parity_reward), model=str(other_model),
+                            base=str(random_model), out_dir=tmp_path / out, progress=False)
         return r, list(calls)
 
     first, c1 = go("e1", perplexity=True)
@@ -288,7 +288,7 @@ def test_sampling_path_base_cache_hit_and_miss(tmp_path, monkeypatch, random_mod
     assert first["base_cache"]["hit"] is False
     cache = Path(first["base_cache"]["path"])
     assert cache.is_file() and cache.is_relative_to(tmp_path / "cache")
-    assert cache == runner.base_cache_path(str(random_model), problems, runner.EvalSpec(n=4, max_new_tokens=6))
+    assert cache == runner.base_cache_path(str(random_model), problems, runner.EvalSettings(n=4, max_new_tokens=6))
     for f in ("metrics.json", "summary.md", "samples_model.jsonl", "samples_base.jsonl"):
         assert (out / f).is_file(), f
     for f in ("pass_at_k.png", "accuracy_histogram.png", "perplexity.png"):
@@ -323,29 +323,36 @@ def test_sampling_path_base_cache_hit_and_miss(tmp_path, monkeypatch, random_mod
 
 
 def test_base_cache_key_depends_on_problems_and_model(tmp_path, random_model, other_model):
-    from rlvr.eval.runner import EvalSpec, base_cache_path
+    from rlvr.eval.runner import EvalSettings, base_cache_path
 
     problems = eval_problems(write_config(tmp_path / "run.yaml", random_model))
-    spec = EvalSpec(n=4)
+    spec = EvalSettings(n=4)
     p = base_cache_path(str(random_model), problems[:3], spec)
-    assert p == base_cache_path(str(random_model), problems[:3], EvalSpec(n=4))
+    assert p == base_cache_path(str(random_model), problems[:3], EvalSettings(n=4))
     assert p.parent == tmp_path / "cache" / "eval"
     assert p != base_cache_path(str(random_model), problems[:2], spec)
     assert p != base_cache_path(str(other_model), problems[:3], spec)
-    for change in ({"n": 8}, {"temperature": 1.0}, {"top_p": 0.5}, {"max_new_tokens": 5}, {"seed": 1}):
-        assert p != base_cache_path(str(random_model), problems[:3], EvalSpec(**{"n": 4, **change})), change
-    for same in ({"K": 2}, {"resamples": 10}, {"perplexity": False}, {"batch_size": 8}):
-        assert p == base_cache_path(str(random_model), problems[:3], EvalSpec(**{"n": 4, **same})), same
+    # everything that decides the samples: the sampling settings and seed, which problems share a
+    # seeded generate() call (batch_size // n), and the dtype and device type they are drawn in
+    for change in ({"n": 8}, {"temperature": 1.0}, {"top_p": 0.5}, {"max_new_tokens": 5}, {"seed": 1},
+                   {"batch_size": 8}):
+        assert p != base_cache_path(str(random_model), problems[:3], EvalSettings(**{"n": 4, **change})), change
+    for how in ({"dtype": "bfloat16"}, {"device": "cuda"}, {"engine_batch": 2}):
+        assert p != base_cache_path(str(random_model), problems[:3], spec, **how), how
+    for same in ({"K": 2}, {"resamples": 10}, {"perplexity": False}, {"threshold": 0.5}, {"ppl_per_problem": 1}):
+        assert p == base_cache_path(str(random_model), problems[:3], EvalSettings(**{"n": 4, **same})), same
+    assert p == base_cache_path(str(random_model), problems[:3], spec, dtype="float32", device="cpu",
+                                engine_batch=256)
 
 
 def test_perplexity_cross_terms_with_sampling(tmp_path, random_model, other_model):
-    from rlvr.eval.runner import EvalSpec, run_eval
+    from rlvr.eval import EvalSettings, evaluate
     from rlvr.rewards import RewardRunner
 
     problems = eval_problems(write_config(tmp_path / "run.yaml", random_model))[:2]
-    spec = EvalSpec(n=4, max_new_tokens=6, resamples=20, ppl_per_problem=2)
-    r = run_eval(model_path=str(other_model), base_path=str(random_model), problems=problems, spec=spec,
-                 score=RewardRunner(parity_reward), out_dir=tmp_path / "e", progress=False)
+    settings = EvalSettings(n=4, max_new_tokens=6, resamples=20, ppl_per_problem=2)
+    r = evaluate(problems, settings, RewardRunner(parity_reward), model=str(other_model), base=str(random_model),
+                 out_dir=tmp_path / "e", progress=False)
     ppl = r["perplexity"]
     assert set(ppl["median"]) == {"base_on_base", "base_on_model", "model_on_model"}
     for name, vals in ppl["values"].items():
@@ -385,37 +392,35 @@ def test_cli_eval_sampling_with_model_finds_run_config(tmp_path, monkeypatch, ra
 
 
 def test_metrics_json_records_model_path_with_default_label(tmp_path):
-    from rlvr.eval.runner import EvalSpec, run_eval
+    from rlvr.eval import EvalSettings, evaluate
     from rlvr.rewards import RewardRunner
 
     cfg = write_config(tmp_path / "run.yaml")
     problems = eval_problems(cfg)
     samples = write_samples(tmp_path / "s.jsonl", [p.id for p in problems], [1] * 6, 2)
-    r = run_eval(model_path="runs/x/final", base_path=None, problems=problems, spec=EvalSpec(n=2, resamples=20),
-                 score=RewardRunner(parity_reward), out_dir=tmp_path / "e", model_samples=[str(samples)],
-                 progress=False)
+    r = evaluate(problems, EvalSettings(n=2, resamples=20), RewardRunner(parity_reward), samples=[str(samples)],
+                 model_path="runs/x/final", out_dir=tmp_path / "e", progress=False)
     assert r["label"] == "model"
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["model_path"] == "runs/x/final"
 
 
 def test_cached_base_rows_follow_the_current_threshold(tmp_path, random_model):
-    from rlvr.eval.runner import EvalSpec, base_cache_path, run_eval, write_jsonl
+    from rlvr.eval.runner import EvalSettings, base_cache_path, evaluate, write_jsonl
     from rlvr.rewards import RewardRunner
 
     problems = eval_problems(write_config(tmp_path / "run.yaml"))[:2]
     ids = [p.id for p in problems]
     # the base's samples as cached by an eval with threshold 1.0: reward 0.5 was not correct then
-    spec1 = EvalSpec(n=2, threshold=1.0, resamples=20, perplexity=False)
+    spec1 = EvalSettings(n=2, threshold=1.0, resamples=20, perplexity=False)
     cached = [{"problem_id": pid, "sample": j, "prompt": p.prompt, "text": "t", "tokens": 1, "finish_reason": "stop",
                "answer": "t", "reward": 0.5, "correct": False} for p, pid in zip(problems, ids) for j in range(2)]
     path = base_cache_path(str(random_model), problems, spec1)
     path.parent.mkdir(parents=True)
     write_jsonl(path, cached)
     samples = write_samples(tmp_path / "m.jsonl", ids, [1, 0], 2)
-    spec2 = EvalSpec(n=2, threshold=0.5, resamples=20, perplexity=False)
-    r = run_eval(model_path=None, base_path=str(random_model), problems=problems, spec=spec2,
-                 score=RewardRunner(parity_reward), out_dir=tmp_path / "e", model_samples=[str(samples)],
-                 progress=False)
+    spec2 = EvalSettings(n=2, threshold=0.5, resamples=20, perplexity=False)
+    r = evaluate(problems, spec2, RewardRunner(parity_reward), samples=[str(samples)], base=str(random_model),
+                 out_dir=tmp_path / "e", progress=False)
     assert r["base_cache"]["hit"] is True
     assert r["base_metrics"]["counts"]["c"] == [2, 2]  # reward 0.5 >= threshold 0.5
 
@@ -447,7 +452,8 @@ def trained_run(tmp_path_factory, random_model):
         mp.setattr(runner, "sample_rows", capture)
         trainer = Trainer(cfg, reward_fn=parity_reward)
         result = trainer.fit()
-        cache = runner.base_cache_path(trainer.model_path, trainer.eval_problems, trainer.eval_spec())
+        cache = runner.base_cache_path(trainer.model_path, trainer.eval_problems, trainer.eval_settings(),
+                                       engine_batch=trainer.engine.batch_size)
         order = [p.id for p in trainer.eval_problems]
     return {"out": Path(cfg.output_dir), "cfg": cfg, "result": result, "captured": captured, "cache": cache,
             "order": order, "cache_root": d / "cache"}

@@ -98,3 +98,21 @@ def test_cross_terms_use_the_right_model_and_responses(models):
     assert not np.allclose(got["base_on_model"], got["model_on_model"], rtol=1e-3)
     with pytest.raises(ValueError, match="model_responses"):
         perplexity_cross_terms(base, trained, tok, PROMPTS, base_resp, model_resp[:2])
+
+
+def test_cross_terms_with_the_bases_own_prompts_and_entropies(models):
+    """The runner's use: the base's responses answer their own prompts (base_prompts), and the
+    mean token entropies come from the same forward passes."""
+    base, trained, tok = models
+    base_prompts = list(reversed(PROMPTS))
+    got = perplexity_cross_terms(base, trained, tok, PROMPTS, RESPONSES, RESPONSES, base_prompts=base_prompts,
+                                 model_tokenizer=tok, batch_size=4)
+    np.testing.assert_allclose(got["base_on_base"], [_direct_ppl(base, tok, p, r) for p, r in zip(base_prompts, RESPONSES)],
+                               rtol=1e-5)
+    np.testing.assert_allclose(got["base_on_model"], [_direct_ppl(base, tok, p, r) for p, r in zip(PROMPTS, RESPONSES)],
+                               rtol=1e-5)
+    _, ent = sequence_perplexity(trained, tok, PROMPTS, RESPONSES, return_entropy=True)
+    assert got["entropy"]["model"] == pytest.approx(float(np.mean(ent)))
+    assert 0 < got["entropy"]["base"] < math.log(79) + 1e-6  # at most the entropy of a uniform over the vocab
+    with pytest.raises(ValueError, match="base_responses"):
+        perplexity_cross_terms(base, trained, tok, PROMPTS, RESPONSES, RESPONSES, base_prompts=PROMPTS[:2])

@@ -75,16 +75,16 @@ class Counting:
 
 
 def interrupt_eval_of(label: str):
-    """A stand-in for rlvr.eval.runner.run_eval that is interrupted (Ctrl-C) for one cell's eval."""
+    """A stand-in for rlvr.eval.runner.evaluate that is interrupted (Ctrl-C) for one cell's eval."""
     import rlvr.eval.runner
 
-    real = rlvr.eval.runner.run_eval
+    real = rlvr.eval.runner.evaluate
 
-    def run_eval(**kw):
+    def evaluate(*args, **kw):
         if kw.get("label") == label:
             raise KeyboardInterrupt
-        return real(**kw)
-    return run_eval
+        return real(*args, **kw)
+    return evaluate
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def sweep_run(tmp_path_factory, random_model):
         # 2: Ctrl-C in the fourth cell's eval
         counting = Counting(real)
         mp.setattr(rlvr.trainer, "Trainer", counting)
-        mp.setattr(rlvr.eval.runner, "run_eval", interrupt_eval_of("rloo-seed1"))
+        mp.setattr(rlvr.eval.runner, "evaluate", interrupt_eval_of("rloo-seed1"))
         try:
             info["rc2"] = cli(["sweep", sweep_file])
         except Exception as e:  # noqa: BLE001 - recorded for the tests below
@@ -417,7 +417,7 @@ SWEEP_CELLS = [(s, a) for s in SWEEPS
 @pytest.mark.parametrize("sweep_name,algorithm", SWEEP_CELLS, ids=[f"{s}-{a}" for s, a in SWEEP_CELLS])
 def test_sweep_cell_resolves_to_the_algorithms_own_recipe(tmp_path, sweep_name, algorithm):
     """Issue 8: the headline ablation built every cell from grpo.yaml with only `algorithm:` swapped,
-    so its DAPO ran without DAPO's overlong shaping (a `reward:` key). A cell must be its algorithm's
+    so its DAPO ran without DAPO's overlong shaping (then a `reward:` key). A cell must be its algorithm's
     recipe, apart from the swept keys."""
     from rlvr.config import load_config
     from rlvr.sweep import cell_overrides, cells, load_sweep, write_cell_recipe
@@ -440,7 +440,7 @@ def test_sweep_cell_resolves_to_the_algorithms_own_recipe(tmp_path, sweep_name, 
         if "eval.full" in allowed:
             assert cell["eval.full"] is False  # the sweep's overrides: [eval.full=false]
     if algorithm == "dapo":  # the defect itself: DAPO's overlong shaping reaches the cell
-        assert cell["reward.overlong_buffer"] == own["reward.overlong_buffer"] > 0
+        assert cell["algorithm.overlong_buffer"] == own["algorithm.overlong_buffer"] > 0
 
 
 def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):
@@ -450,7 +450,7 @@ def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):
     helpers.write_config(tmp_path / "r" / "grpo.yaml", "tiny", algorithm={"name": "grpo", "scale": "none"})
     helpers.write_config(tmp_path / "r" / "ppo.yaml", "tiny", algorithm={"name": "ppo", "critic_lr": 1e-3, "vf_coef": 0.5})
     helpers.write_config(tmp_path / "elsewhere.yaml", "tiny", algorithm={"name": "dapo", "max_gen_batches": 4},
-                         reward={"overlong_buffer": 2})
+                         reward={"workers": 3})
     s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out",
                     axes={"algorithm": ["grpo", "ppo", "dapo", "rloo"], "seed": [0]},
                     recipes={"dapo": "elsewhere.yaml"}, algorithms={"ppo": {"critic_lr": 2e-3}})
@@ -462,7 +462,7 @@ def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):
     assert got["ppo"][1] == tmp_path / "r" / "ppo.yaml"
     # the recipes: map, relative to the sweep file; its reward section comes along
     assert got["dapo"][0]["algorithm"] == {"name": "dapo", "max_gen_batches": 4}
-    assert got["dapo"][0]["reward"]["overlong_buffer"] == 2 and got["dapo"][1] == tmp_path / "elsewhere.yaml"
+    assert got["dapo"][0]["reward"]["workers"] == 3 and got["dapo"][1] == tmp_path / "elsewhere.yaml"
     # no recipe of its own: the base with the algorithm section replaced whole
     assert got["rloo"][0]["algorithm"] == {"name": "rloo"} and got["rloo"][1] == base
 

@@ -10,10 +10,11 @@ hand) and guards against a change that once passed the whole suite:
   every PPO epoch over one rollout batch);
 * resume forgetting the learning-rate schedule.
 
-All on a random-init 2-layer model: seconds, nothing downloaded.
+All on a random-init 2-layer model: seconds, nothing downloaded. The trainer is observed
+through hooks (the algorithm's, and torch's optimizer step pre-hooks), never by replacing
+its methods.
 """
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 import torch
 
 from helpers import make_random_model
+from rlvr.algorithms import GRPO
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,28 @@ def make_trainer(path: Path, model: Path, reward_fn=zero_reward, **sections):
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return Trainer(load_config(helpers.write_config(path, model, **sections)), reward_fn=reward_fn)
+
+
+def before_each_optimizer_step(trainer, fn) -> None:
+    """Call fn(torch optimizer) just before each step of the policy's optimizer (gradients final)."""
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    inner.register_step_pre_hook(lambda optimizer, args, kwargs: fn(optimizer))
+
+
+class RecordingGRPO(GRPO):
+    """GRPO that notes, through its hooks, the prompts of every scored batch and the rows
+    (by `batch.scores`, set to a row id) of every micro-batch its loss sees."""
+
+    def after_scoring(self, batch):
+        super().after_scoring(batch)
+        self.__dict__.setdefault("prompts", []).append([p.prompt for p in batch.problems])
+
+    def compute_loss(self, batch, logprobs, entropy=None, **extras):
+        self.__dict__.setdefault("rows", []).append([int(i) for i in batch.scores])
+        return super().compute_loss(batch, logprobs, entropy=entropy, **extras)
+
+
+RECORDING = {"name": f"{__name__}:RecordingGRPO"}
 
 
 def plain_response_logprobs(model, prompt_ids: list[int], response_ids: list[int], temperature: float) -> torch.Tensor:
@@ -123,14 +147,12 @@ def test_first_update_gradient_is_the_policy_gradient_over_every_response_token_
     batch.rewards = batch.scores = torch.tensor(rewards)
 
     grads = {}
-    inner = trainer.optimizer.step
 
-    def capture_then_step(*args, **kwargs):
+    def capture(optimizer):
         for name, p in trainer.accelerator.unwrap_model(trainer.policy).named_parameters():
             grads[name] = p.grad.detach().clone()
-        return inner(*args, **kwargs)
 
-    trainer.optimizer.step = capture_then_step
+    before_each_optimizer_step(trainer, capture)
     metrics = trainer.train_on(batch)
 
     # independent: an unpadded forward pass per sample through a fresh copy of the model
@@ -181,7 +203,7 @@ def test_old_logprobs_are_those_generate_sampled_from_at_temperature(tmp_path, r
     assert torch.equal(engine_batch.response_ids[:, :resp.shape[1]], resp), "the engine did not sample at T as generate does"
 
     batch = make_batch(ids, att, resp, problems, n, tok)
-    trainer.reference_pass(batch)
+    trainer.logprob_pass(batch)
     sampled_from = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # [B, R, V], after the T warper
     want = sampled_from.gather(-1, resp[..., None])[..., 0]
     mask = batch.response_mask.bool()
@@ -197,17 +219,10 @@ def test_old_logprobs_are_those_generate_sampled_from_at_temperature(tmp_path, r
 def test_each_epoch_visits_every_prompt_once_in_a_fresh_order(tmp_path, random_model):
     """16 training prompts, 4 per step: steps 1-4 are one epoch, 5-8 the next. Read from what the
     trainer actually rolled out during fit()."""
-    trainer = make_trainer(tmp_path / "a.yaml", random_model, data={"train_size": 16},
+    trainer = make_trainer(tmp_path / "a.yaml", random_model, data={"train_size": 16}, algorithm=RECORDING,
                            rollout={"n": 2, "max_new_tokens": 2}, train={"steps": 8, "prompts_per_step": 4})
-    seen: list[list[str]] = []
-    generate = trainer.engine.generate
-
-    def record(problems, n, sampling):
-        seen.append([p.prompt for p in problems])
-        return generate(problems, n, sampling)
-
-    trainer.engine.generate = record
     trainer.fit()
+    seen = [prompts[::2] for prompts in trainer.algorithm.prompts]  # each prompt's 2 samples are adjacent
     everything = sorted(p.prompt for p in trainer.train_problems)
     assert len(set(everything)) == 16 and len(seen) == 8 and all(len(s) == 4 for s in seen)
     epochs = [[q for s in seen[e * 4:(e + 1) * 4] for q in s] for e in range(2)]
@@ -227,24 +242,16 @@ def test_each_epoch_visits_every_prompt_once_in_a_fresh_order(tmp_path, random_m
 def test_each_ppo_epoch_reshuffles_the_minibatches(tmp_path, random_model):
     """train.epochs=2 x minibatches=2 over one rollout batch of 8: each epoch's two minibatches
     split the batch, and the second epoch splits it differently."""
-    trainer = make_trainer(tmp_path / "c.yaml", random_model, varied_reward, rollout={"n": 2, "max_new_tokens": 3},
+    trainer = make_trainer(tmp_path / "c.yaml", random_model, varied_reward, algorithm=RECORDING,
+                           rollout={"n": 2, "max_new_tokens": 3},
                            train={"prompts_per_step": 4, "epochs": 2, "minibatches": 2, "micro_batch_size": 2})
     batch, _ = trainer.collect(0)
     batch.scores = torch.arange(len(batch), dtype=torch.float)  # a row id that rides along through select()
-    minibatches: list[list[int]] = [[]]
-    loss, step = trainer.algorithm.compute_loss, trainer.optimizer.step
-
-    def record_rows(micro, *args, **kwargs):
-        minibatches[-1].extend(int(i) for i in micro.scores)
-        return loss(micro, *args, **kwargs)
-
-    def next_minibatch(*args, **kwargs):
-        minibatches.append([])
-        return step(*args, **kwargs)
-
-    trainer.algorithm.compute_loss, trainer.optimizer.step = record_rows, next_minibatch
+    minibatches: list[list[int]] = []
+    before_each_optimizer_step(trainer, lambda optimizer: minibatches.append(sum(trainer.algorithm.rows, [])))
+    before_each_optimizer_step(trainer, lambda optimizer: trainer.algorithm.rows.clear())
     trainer.train_on(batch)
-    assert minibatches[-1] == [] and len(minibatches) == 5
+    assert trainer.algorithm.rows == [] and len(minibatches) == 4
     epochs = [minibatches[0:2], minibatches[2:4]]
     for e, parts in enumerate(epochs):
         assert [len(p) for p in parts] == [4, 4] and sorted(parts[0] + parts[1]) == list(range(8)), (e, parts)
@@ -258,37 +265,22 @@ def test_each_ppo_epoch_reshuffles_the_minibatches(tmp_path, random_model):
 LR, WARMUP = 1e-3, 8
 
 
-def run_with_lr_log(cfg_path: Path, model: Path, stop_after_checkpoint: int | None = None) -> list[float]:
-    """fit() once; the lr each optimizer step actually used."""
+def run_with_lr_log(cfg_path: Path, model: Path, steps: int = 4) -> list[float]:
+    """fit() once for `steps` steps, checkpointing every 2; the lr each optimizer step actually used."""
     trainer = make_trainer(cfg_path, model, varied_reward, rollout={"n": 2, "max_new_tokens": 3},
-                           train={"steps": 4, "prompts_per_step": 4, "minibatches": 2, "lr": LR, "warmup_steps": WARMUP},
+                           train={"steps": steps, "prompts_per_step": 4, "minibatches": 2, "lr": LR,
+                                  "warmup_steps": WARMUP},
                            checkpoint={"every": 2})
     used: list[float] = []
-    inner = trainer.optimizer.step
-
-    def step(*args, **kwargs):
-        used.append(trainer.optimizer.optimizer.param_groups[0]["lr"])
-        return inner(*args, **kwargs)
-
-    trainer.optimizer.step = step
-    if stop_after_checkpoint is not None:
-        save = trainer.maybe_checkpoint
-
-        def save_then_stop(s):
-            save(s)
-            if s == stop_after_checkpoint:
-                raise KeyboardInterrupt
-
-        trainer.maybe_checkpoint = save_then_stop
-    with pytest.raises(KeyboardInterrupt) if stop_after_checkpoint is not None else contextlib.nullcontext():
-        trainer.fit()
+    before_each_optimizer_step(trainer, lambda optimizer: used.append(optimizer.param_groups[0]["lr"]))
+    trainer.fit()
     return used
 
 
 def test_resume_keeps_the_learning_rate_schedule(tmp_path, random_model):
     """4 steps x 2 minibatches with a linear warm-up over 8 optimizer steps, in one go vs. stopped
-    after the step-2 checkpoint and resumed: the same lr at every optimizer step (by hand: LR *
-    (j + 1) / 8 at step j), the same logged lr, the same final weights."""
+    after step 3 (its last checkpoint at step 2) and resumed: the same lr at every optimizer step
+    (by hand: LR * (j + 1) / 8 at step j), the same logged lr, the same final weights."""
     from transformers import AutoModelForCausalLM
 
     want = [LR * min(1.0, (j + 1) / WARMUP) for j in range(8)]
@@ -296,8 +288,8 @@ def test_resume_keeps_the_learning_rate_schedule(tmp_path, random_model):
     whole = run_with_lr_log(tmp_path / "whole" / "c.yaml", random_model)
     assert whole == pytest.approx(want, rel=1e-9)
 
-    first = run_with_lr_log(tmp_path / "resumed" / "c.yaml", random_model, stop_after_checkpoint=2)
-    assert first == pytest.approx(want[:4], rel=1e-9)
+    first = run_with_lr_log(tmp_path / "resumed" / "c.yaml", random_model, steps=3)
+    assert first == pytest.approx(want[:6], rel=1e-9)
     assert (tmp_path / "resumed" / "run" / "checkpoints" / "step-2" / "trainer_state.json").is_file()
     second = run_with_lr_log(tmp_path / "resumed" / "c.yaml", random_model)
     assert second == pytest.approx(want[4:], rel=1e-9), "the resumed run restarted or lost the lr schedule"
