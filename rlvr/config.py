@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 TINY_MODEL = "tiny"  # model.path value that selects the embedded base model
 
 
-class ConfigError(ValueError):
-    """A bad config: the message names the key or file and what was expected."""
+from rlvr.errors import ConfigError  # noqa: E402,F401  (re-exported: rlvr.config.ConfigError)
 
 
 class _Section(BaseModel):

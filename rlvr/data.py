@@ -44,7 +44,7 @@ _SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": 
 
 
 def _error(msg: str) -> Exception:
-    from rlvr.config import ConfigError  # imported late: rlvr.config imports this module
+    from rlvr.errors import ConfigError
 
     return ConfigError(msg)
 

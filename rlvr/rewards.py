@@ -56,7 +56,7 @@ def reasoning_gym_reward(problems: list[Problem], completions: list[str]) -> lis
 
 
 def _error(msg: str) -> Exception:
-    from rlvr.config import ConfigError  # imported late: rlvr.config imports this module
+    from rlvr.errors import ConfigError
 
     return ConfigError(msg)
 

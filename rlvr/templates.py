@@ -42,7 +42,7 @@ def check_template(name: str, key: str = "data.template") -> None:
     if name not in TEMPLATES:
         import difflib
 
-        from rlvr.config import ConfigError
+        from rlvr.errors import ConfigError
 
         close = difflib.get_close_matches(name, TEMPLATES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -57,7 +57,7 @@ def apply_template(name: str, question: str, tokenizer: Any = None) -> str:
     """
     check_template(name)
     if name == "chat":
-        from rlvr.config import ConfigError
+        from rlvr.errors import ConfigError
 
         if tokenizer is None:
             raise ConfigError("data.template: 'chat' uses the model's chat template; load_problems needs the tokenizer")
