@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rlvr.advantages import last_token
 from rlvr.batch import RolloutBatch
+from rlvr.errors import ConfigError, format_validation_error
 from rlvr.losses import AGG_MODES, agg_loss, all_reduce_sum, clipped_pg_loss, kl_penalty, masked_mean
 
 if TYPE_CHECKING:
@@ -250,14 +252,6 @@ class Algorithm:
         return self.config.norm_constant or (float(self.max_new_tokens) if self.max_new_tokens else None)
 
 
-def last_token(outcome: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A scalar per response [B] placed on its last response token, 0 elsewhere: [B, R]."""
-    last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
-    r = torch.zeros_like(mask)
-    r[torch.arange(len(mask), device=mask.device), last] = outcome.to(r.dtype)
-    return r
-
-
 # ---------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, type[Algorithm]] = {}
@@ -302,8 +296,6 @@ def get_algorithm(name: str) -> type[Algorithm]:
 def build_algorithm(options: AlgorithmConfig | BaseModel | dict[str, Any], **context: Any) -> Algorithm:
     """Build the algorithm `options` names: a run's validated `cfg.algorithm` (its class's Config,
     used as a copy) or a raw `algorithm:` section (validated here with the class's Config)."""
-    from rlvr.config import ConfigError, format_validation_error
-
     name = options.get("name", "") if isinstance(options, dict) else getattr(options, "name", "")
     try:
         cls = get_algorithm(str(name))

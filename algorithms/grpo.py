@@ -26,31 +26,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from rlvr.advantages import batch_std, group_mean_std
 from rlvr.batch import RolloutBatch
-from rlvr.losses import all_reduce_sum
 
 from .base import AggMode, Algorithm, AlgorithmConfig, register_algorithm
-
-
-def group_mean_std(rewards: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample mean and Bessel std of its group's rewards. [B], [B] -> [B], [B]."""
-    ids, inv = torch.unique(group, return_inverse=True)
-    n = torch.zeros(len(ids), dtype=torch.float64, device=rewards.device).index_add_(
-        0, inv, torch.ones_like(rewards, dtype=torch.float64))
-    s = torch.zeros_like(n).index_add_(0, inv, rewards.double())
-    mean = s / n  # [G]
-    sq = torch.zeros_like(n).index_add_(0, inv, (rewards.double() - mean[inv]) ** 2)
-    std = torch.sqrt(sq / (n - 1).clamp(min=1))  # group of one -> 0
-    return mean[inv].to(rewards.dtype), std[inv].to(rewards.dtype)
-
-
-def batch_std(rewards: torch.Tensor) -> torch.Tensor:
-    """Bessel std of rewards over the global batch (all processes)."""
-    r = rewards.double()
-    stats = all_reduce_sum(torch.stack([r.sum(), torch.tensor(float(r.numel()), dtype=torch.float64, device=r.device)]))
-    mean = stats[0] / stats[1]
-    sq = all_reduce_sum(((r - mean) ** 2).sum())
-    return torch.sqrt(sq / (stats[1] - 1).clamp(min=1)).to(rewards.dtype)
 
 
 class GRPOConfig(AlgorithmConfig):

@@ -28,24 +28,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from rlvr.advantages import group_mean_std, last_token, returns_to_go
 from rlvr.batch import RolloutBatch
 from rlvr.losses import whiten
 
-from .base import Algorithm, AlgorithmConfig, last_token, register_algorithm
-from .grpo import group_mean_std
-
-
-def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """G_t = r_t + gamma * G_{t+1} over the masked tokens. [B, R] -> [B, R]"""
-    r = torch.where(mask.bool(), rewards, 0.0)
-    if gamma == 1.0:
-        return torch.where(mask.bool(), r.flip(-1).cumsum(-1).flip(-1), 0.0)
-    out = torch.zeros_like(r)
-    running = torch.zeros_like(r[:, 0])
-    for t in reversed(range(r.shape[1])):  # vectorised over the batch
-        running = r[:, t] + gamma * running
-        out[:, t] = running
-    return torch.where(mask.bool(), out, 0.0)
+from .base import Algorithm, AlgorithmConfig, register_algorithm
 
 
 class ReinforcePPConfig(AlgorithmConfig):

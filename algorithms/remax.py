@@ -16,10 +16,10 @@ greedy response's task reward alone (its KL is not computed), as the paper does.
 
 from __future__ import annotations
 
+from rlvr.advantages import returns_to_go
 from rlvr.batch import RolloutBatch
 
 from .base import Algorithm, AlgorithmConfig, register_algorithm
-from .reinforce_pp import returns_to_go
 
 
 @register_algorithm("remax")

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import torch
 
+from rlvr.advantages import group_mean_std
 from rlvr.batch import RolloutBatch
 
 from .base import Algorithm, AlgorithmConfig, register_algorithm
-from .grpo import group_mean_std
 
 
 @register_algorithm("rloo")

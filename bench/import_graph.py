@@ -2,8 +2,9 @@
 
 Counts module-level AND in-function (late) imports as edges; `if TYPE_CHECKING:` blocks are
 skipped (they never run). Prints the edges, marks late
-ones with `(late)`, and lists the strongly connected components (cycles). Exit status 1 if
-any cycle exists. Usage: python bench/import_graph.py [--edges]
+ones with `(late)`, lists the strongly connected components (cycles) and the imports that go
+up the layers (`LAYERS`). Exit status 1 if any cycle or upward import exists; tests/test_layering.py
+runs the same check. Usage: python bench/import_graph.py [--edges]
 """
 
 from __future__ import annotations
@@ -15,14 +16,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("rlvr", "algorithms", "eval")
 
+# The layers, lowest first (rlvr/__init__.py says why): a module may import its own layer's
+# modules and lower layers', never a higher layer's; and nothing forms a cycle.
+LAYERS = (
+    ("core", "every rlvr.* module not named below: tasks, data, rewards, sandbox, models, rollout, losses, ..."),
+    ("algorithms", "rlvr.algorithms.*"),
+    ("eval", "rlvr.eval.*"),
+    ("config", "rlvr.config"),
+    ("trainer", "rlvr.trainer"),
+    ("app", "rlvr.sweep, rlvr.cli, rlvr.__main__"),
+)
+SIBLINGS = {("algorithms", "eval"), ("eval", "algorithms")}  # neither of these two imports the other
+
+
+def layer_of(module: str) -> str:
+    if module.startswith("rlvr.algorithms"):
+        return "algorithms"
+    if module.startswith("rlvr.eval"):
+        return "eval"
+    if module in ("rlvr.config", "rlvr.trainer"):
+        return module.rpartition(".")[2]
+    if module in ("rlvr.sweep", "rlvr.cli", "rlvr.__main__"):
+        return "app"
+    return "core"
+
+
+def upward_edges(graph: dict[str, dict[str, bool]]) -> list[str]:
+    """Imports of a higher layer (or of the sibling eval/algorithms), as 'a -> b (layer -> layer)'."""
+    rank = {name: i for i, (name, _) in enumerate(LAYERS)}
+    bad = []
+    for src, dsts in sorted(graph.items()):
+        for dst in sorted(dsts):
+            a, b = layer_of(src), layer_of(dst)
+            if rank[b] > rank[a] or (a, b) in SIBLINGS:
+                bad.append(f"{src} -> {dst} ({a} -> {b})")
+    return bad
+
 
 def _modules() -> dict[str, Path]:
+    """Module name -> file, subpackages included (rlvr/rewards/ -> rlvr.rewards.*); symlinked folders skipped."""
     mods = {}
     for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).glob("*.py")):
-            full = "rlvr" if pkg == "rlvr" else f"rlvr.{pkg}"  # eval/, algorithms/ install as rlvr.eval, rlvr.algorithms
-            name = full if path.stem == "__init__" else f"{full}.{path.stem}"
-            mods[name] = path
+        top = "rlvr" if pkg == "rlvr" else f"rlvr.{pkg}"  # eval/, algorithms/ install as rlvr.eval, rlvr.algorithms
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT / pkg)
+            if any((ROOT / pkg / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))):
+                continue
+            parts = [top, *rel.parts[:-1]] + ([] if path.stem == "__init__" else [path.stem])
+            mods[".".join(parts)] = path
     return mods
 
 
@@ -40,7 +81,7 @@ def build_graph() -> dict[str, dict[str, bool]]:
     graph: dict[str, dict[str, bool]] = {m: {} for m in mods}
     for name, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
-        pkg = name if path.stem == "__init__" else name.rpartition(".")[0]
+        pkg = name if path.stem == "__init__" else name.rpartition(".")[0]  # what a relative import is relative to
 
         def visit(node: ast.AST, late: bool) -> None:
             for child in ast.iter_child_nodes(node):
@@ -108,11 +149,13 @@ def main() -> int:
         for src in sorted(graph):
             for dst, late in sorted(graph[src].items()):
                 print(f"{src} -> {dst}{' (late)' if late else ''}")
-    comps = cycles(graph)
-    print(f"{sum(map(len, graph.values()))} edges, {len(comps)} cycle(s)")
+    comps, up = cycles(graph), upward_edges(graph)
+    print(f"{sum(map(len, graph.values()))} edges, {len(comps)} cycle(s), {len(up)} upward import(s)")
     for comp in comps:
         print("cycle:", " <-> ".join(comp))
-    return 1 if comps else 0
+    for edge in up:
+        print("upward:", edge)
+    return 1 if comps or up else 0
 
 
 if __name__ == "__main__":

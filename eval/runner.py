@@ -374,95 +374,101 @@ def evaluate(
     Returns metrics.json's content: spec (the settings), model_metrics, base_metrics,
     comparison (dSE, k*, coverage), base_cache {path, hit}, perplexity, wall_time_s.
     """
-    from rlvr.models import resolve_model_path
-
     t0 = time.time()
-    resolved: list[str] = []
-
-    def base_dir() -> str:  # 'tiny' -> its directory (built if missing), only once it is needed
-        if not resolved:
-            resolved.append(resolve_model_path(str(base)))
-        return resolved[0]
     if settings.problems:
         problems = problems[: settings.problems]
-    order = [p.id for p in problems]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    models = _Models(settings, device, dtype)
-    main = rank == 0
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-
-    def draw(engine, what: str) -> list[dict]:
-        rows = sample_rows(engine, problems, settings, score, desc=what, progress=progress and main, rank=rank,
-                           world=world)
-        return _in_order(_gather(rows, world), order)
-
-    def cache_of(engine=None) -> Path:
-        """The base's cache file, for samples drawn by `engine` (None: the base, loaded here)."""
-        dt, dev = _dtype_device(engine, dtype, device)
-        return base_cache_path(base_dir(), problems, settings, dtype=dt, device=dev,
-                               engine_batch=getattr(engine, "batch_size", None))
-
-    def cached(path: Path) -> list[dict] | None:
-        rows = (read_jsonl(path) if path.is_file() else None) if main else None
-        rows = _from_rank0(rows, world)  # one decision for every process
-        return apply_threshold(rows, settings.threshold) if rows is not None else None
-
-    def store(path: Path, rows: list[dict]) -> None:
-        if main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_jsonl(path, rows)
-
+    run = _EvalRun(problems, settings, score, base=base, rank=rank, world=world, out_dir=out_dir, dtype=dtype,
+                   device=device or ("cuda" if torch.cuda.is_available() else "cpu"), progress=progress)
     result: dict[str, Any] = {"spec": settings.model_dump(), "label": label,
                               "model_path": model_path if model_path is not None else
                               (str(model) if isinstance(model, (str, Path)) else None), "base_path": base}
-    base_rows = None
     if samples:
         rows = read_samples(samples, problems, score, settings.threshold)
-    elif model is not None:
-        if model_is_base:
-            if base is None:
-                raise ValueError("model_is_base needs the base's path (base=...) for its cache key")
-            path = cache_of(models.engine(model))
-            rows = cached(path)
-            result["base_cache"] = {"path": str(path), "hit": rows is not None}
-            if rows is None:
-                rows = draw(models.engine(model), desc or f"sampling {label}")
-                store(path, rows)
-        else:
-            rows = draw(models.engine(model), desc or f"sampling {label}")
-    else:
+    elif model is None:
         raise ValueError("rlvr eval needs --model or --samples")
-    if out is not None and main:
-        write_jsonl(out / f"samples_{label}.jsonl", rows)
-    result["model_metrics"] = model_metrics(rows, order, settings, maj=maj)
+    elif model_is_base:
+        if base is None:
+            raise ValueError("model_is_base needs the base's path (base=...) for its cache key")
+        rows, result["base_cache"] = run.cached_or_drawn(model, desc or f"sampling {label}")
+    else:
+        rows = run.draw(run.models.engine(model), desc or f"sampling {label}")
+    run.write_rows(f"samples_{label}.jsonl", rows)
+    result["model_metrics"] = model_metrics(rows, run.order, settings, maj=maj)
 
+    base_rows = None
     if base_samples:
         base_rows = read_samples(base_samples, problems, score, settings.threshold)
     elif base is not None and not model_is_base:
-        path = cache_of()
-        base_rows = cached(path)
-        result["base_cache"] = {"path": str(path), "hit": base_rows is not None}
-        if base_rows is None and sample_base:
-            base_rows = draw(models.engine(base_dir()), "sampling base")
-            store(path, base_rows)
+        base_rows, result["base_cache"] = run.cached_or_drawn(None, "sampling base", draw=sample_base)
     if base_rows is not None:
-        if out is not None and main:
-            write_jsonl(out / "samples_base.jsonl", base_rows)
-        result["base_metrics"] = model_metrics(base_rows, order, settings, maj=maj)
-        result["comparison"] = comparison_metrics(rows, base_rows, order, settings)
-        if settings.perplexity and out is not None and main and model is not None and not samples and base:
-            m, b = models.engine(model), models.engine(base_dir())
+        run.write_rows("samples_base.jsonl", base_rows)
+        result["base_metrics"] = model_metrics(base_rows, run.order, settings, maj=maj)
+        result["comparison"] = comparison_metrics(rows, base_rows, run.order, settings)
+        if settings.perplexity and run.out is not None and run.main and model is not None and not samples and base:
+            m, b = run.models.engine(model), run.models.engine(run.base_dir())
             result["perplexity"] = perplexity_terms((b.model, b.tokenizer), (m.model, m.tokenizer), rows, base_rows,
                                                     settings)
     result["wall_time_s"] = time.time() - t0
-    if out is not None and main:
-        (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
+    if run.out is not None and run.main:
+        (run.out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
         from .report import write_eval_report
 
-        write_eval_report(out, result)
+        write_eval_report(run.out, result)
     return result
+
+
+class _EvalRun:
+    """The sampling side of one `evaluate` call: the engines, the seeded draws shared across
+    processes, the base's cache (read by rank 0, one decision for every process) and the files."""
+
+    def __init__(self, problems: list[Problem], settings: EvalSettings, score: Callable, *, base: str | None,
+                 rank: int, world: int, out_dir: str | Path | None, dtype: str, device: str, progress: bool):
+        self.problems, self.settings, self.score, self.base = problems, settings, score, base
+        self.rank, self.world, self.main, self.progress = rank, world, rank == 0, progress
+        self.dtype, self.device = dtype, device
+        self.order = [p.id for p in problems]
+        self.models = _Models(settings, device, dtype)
+        self.out = Path(out_dir) if out_dir is not None else None
+        if self.out is not None and self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._base_dir: str | None = None
+
+    def base_dir(self) -> str:
+        """'tiny' -> its directory (built if missing), only once it is needed."""
+        if self._base_dir is None:
+            from rlvr.models import resolve_model_path
+
+            self._base_dir = resolve_model_path(str(self.base))
+        return self._base_dir
+
+    def draw(self, engine, what: str) -> list[dict]:
+        rows = sample_rows(engine, self.problems, self.settings, self.score, desc=what,
+                           progress=self.progress and self.main, rank=self.rank, world=self.world)
+        return _in_order(_gather(rows, self.world), self.order)
+
+    def cached_or_drawn(self, model, what: str, draw: bool = True) -> tuple[list[dict] | None, dict[str, Any]]:
+        """The base's rows, sampled by `model` (an engine or path; None: the base, loaded here):
+        from the cache if there, else drawn and cached (unless not `draw`: None)."""
+        engine = self.models.engine(model) if model is not None else None
+        dt, dev = _dtype_device(engine, self.dtype, self.device)
+        path = base_cache_path(self.base_dir(), self.problems, self.settings, dtype=dt, device=dev,
+                               engine_batch=getattr(engine, "batch_size", None))
+        rows = (read_jsonl(path) if path.is_file() else None) if self.main else None
+        rows = _from_rank0(rows, self.world)  # one decision for every process
+        info = {"path": str(path), "hit": rows is not None}
+        if rows is not None:
+            return apply_threshold(rows, self.settings.threshold), info
+        if not draw:
+            return None, info
+        rows = self.draw(engine or self.models.engine(self.base_dir()), what)
+        if self.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(path, rows)
+        return rows, info
+
+    def write_rows(self, name: str, rows: list[dict]) -> None:
+        if self.out is not None and self.main:
+            write_jsonl(self.out / name, rows)
 
 
 def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = None, base: str | None = None,
@@ -471,9 +477,9 @@ def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = N
     """`evaluate` of a checkpoint (or samples) of a run: its held-out problems, reward and eval
     settings (the full eval's: n = eval.final_n or eval.n) from the run config `cfg`, then
     `overrides` (EvalSettings fields). What `rlvr eval` and each sweep cell run."""
-    from rlvr import trainer  # the run's problems and reward, loaded as training loads them
+    from rlvr.data import load_problems  # the run's problems and reward, built as training builds them
     from rlvr.models import configure_cpu_threads, resolve_model_path
-    from rlvr.rewards import RewardRunner
+    from rlvr.rewards import RewardRunner, build_reward
 
     configure_cpu_threads(cfg.train.cpu_threads)
     tokenizer = None
@@ -481,9 +487,9 @@ def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = N
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model or cfg.model.path))
-    _, problems = trainer.load_problems(cfg, tokenizer)
+    _, problems = load_problems(cfg.data, tokenizer)
     settings = cfg.eval.settings(cfg.rollout, final=True, **(overrides or {}))
-    return evaluate(problems, settings, RewardRunner(trainer.build_reward_fn(cfg)), model=model, samples=samples,
+    return evaluate(problems, settings, RewardRunner(build_reward(cfg.reward, cfg.data)), model=model, samples=samples,
                     base=base, base_samples=base_samples, out_dir=out_dir, label=label, dtype=cfg.model.dtype,
                     progress=progress)
 

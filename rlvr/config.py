@@ -17,7 +17,6 @@ algorithms the same way). See `read_recipe`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 from pathlib import Path
@@ -28,16 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from rlvr.data import DataConfig  # the data: and reward: sections live with their code
+from rlvr.errors import ConfigError, format_validation_error  # noqa: F401  (re-exported from rlvr.config)
 from rlvr.eval.settings import EvalSettings  # the eval: section extends the eval's own settings
 from rlvr.rewards import RewardConfig
+from rlvr.tiny import TINY_MODEL
 
 if TYPE_CHECKING:
     from rlvr.algorithms import AlgorithmConfig
-
-TINY_MODEL = "tiny"  # model.path value that selects the embedded base model
-
-
-from rlvr.errors import ConfigError  # noqa: E402,F401  (re-exported: rlvr.config.ConfigError)
 
 
 class _Section(BaseModel):
@@ -231,36 +227,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Known field names of the section at `loc` (for suggestions)."""
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
-
-
-def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"])
-        key = prefix + ".".join(str(x) for x in loc)
-        if e["type"] == "rlvr_config":  # already names its key (the algorithm section)
-            lines.append(e["ctx"]["detail"])
-        elif e["type"] == "extra_forbidden":
-            known = _fields_at(model, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"; did you mean '{(prefix + '.'.join(map(str, loc[:-1] + (close[0],))))}'?" if close else ""
-            lines.append(f"unknown key '{key}'{hint} (allowed here: {', '.join(known)})")
-        else:
-            got = e.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{key or '<top level>'}: {e['msg']}{got_s}")
-    return "\n".join(lines)
 
 
 def merge_recipe(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

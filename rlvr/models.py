@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from rlvr.batch import RolloutBatch
-from rlvr.config import TINY_MODEL, ConfigError
+from rlvr.errors import ConfigError
+from rlvr.tiny import TINY_MODEL, ensure_tiny_model
 from rlvr.losses import entropy_from_logits, logprobs_from_logits
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -24,8 +25,6 @@ def configure_cpu_threads(n: int) -> None:
 def resolve_model_path(path: str) -> str:
     """'tiny' -> the embedded base model's directory (built once, cached); else as is."""
     if path == TINY_MODEL:
-        from rlvr.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model())
     return path
 
@@ -63,11 +62,17 @@ def load_value_model(path: str, dtype: str = "float32") -> torch.nn.Module:
     return model
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so a left-padded row (a prompt in a
+    `RolloutBatch`) sees the positions it would alone; pads get 0 or repeat the last. [B, T]"""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def response_values(critic: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
     """V(s_t) for each response token t: the critic's output at the position before it. [B, R]"""
     R = batch.response_mask.shape[1]
-    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos)
+    out = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                 position_ids=position_ids(batch.attention_mask))
     return out.logits[:, -R - 1:-1, 0].float()  # [B, R]
 
 
@@ -84,11 +89,10 @@ def response_logprobs(
     the distribution the responses were drawn from.
     """
     R = batch.response_mask.shape[1]
-    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding -> positions from 0
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
-        position_ids=pos,
+        position_ids=position_ids(batch.attention_mask),
         logits_to_keep=R + 1,  # positions P-1 .. P+R-1; the last predicts past the end
         use_cache=False,
     )

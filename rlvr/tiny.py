@@ -64,6 +64,8 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+TINY_MODEL = "tiny"  # the model.path value that selects the embedded base model
+
 TINY_TASK: dict[str, Any] = {
     "name": "chain_sum",
     "config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},

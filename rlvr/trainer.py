@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.losses import all_reduce_sum
 from rlvr.models import configure_cpu_threads, load_model_and_tokenizer, resolve_model_path, response_logprobs
-from rlvr.data import load_problems as load_data
+from rlvr.data import load_problems
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem
@@ -63,16 +64,6 @@ def make_accelerator(cfg: RunConfig, world: int):
     return Accelerator(log_with=cfg.tracking.report_to or None, project_dir=cfg.output_dir, kwargs_handlers=handlers)
 
 
-def load_problems(cfg: RunConfig, tokenizer=None) -> tuple[list[Problem], list[Problem]]:
-    """(train, eval) problems of the data: section; `tokenizer` only for data.template=chat."""
-    return load_data(cfg.data, tokenizer)
-
-
-def build_reward_fn(cfg: RunConfig) -> RewardFn:
-    """The weighted verifiers of the reward: section (default: the data's own)."""
-    return build_reward(cfg.reward, cfg.data)
-
-
 def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
     """Dotted keys and scalar values, as trackers' hyperparameter tables need (tensorboard)."""
     out: dict[str, int | float | str | bool] = {}
@@ -89,8 +80,8 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         chat = cfg.data.template == "chat"  # the model's chat template: problems wait for the tokenizer
-        self.train_problems, self.eval_problems = ([], []) if chat else load_problems(cfg)
-        reward_fn = reward_fn or build_reward_fn(cfg)  # a bad reward stops the run here, before the model loads
+        self.train_problems, self.eval_problems = ([], []) if chat else load_problems(cfg.data)
+        reward_fn = reward_fn or build_reward(cfg.reward, cfg.data)  # a bad reward stops the run here, before the model loads
         if not chat:
             self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
         self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
@@ -103,7 +94,7 @@ class Trainer:
             path = self.model_path = resolve_model_path(cfg.model.path)
         model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
         if chat:
-            self.train_problems, self.eval_problems = load_problems(cfg, self.tokenizer)
+            self.train_problems, self.eval_problems = load_problems(cfg.data, self.tokenizer)
             self._check_batch_shape(self.world)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -385,16 +376,14 @@ class Trainer:
         r = batch.rewards.double().cpu()
         lens = batch.response_lengths.double().cpu()
         s = all_reduce_sum(torch.stack([
-            torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), (r ** 2).sum(), lens.sum(),
-            batch.truncated.double().sum().cpu(),
+            torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), lens.sum(), batch.truncated.double().sum().cpu(),
         ]))
         n = s[0]
-        mean = s[1] / n
         return {
-            "reward/mean": float(mean),
-            "reward/std": float(torch.sqrt(torch.clamp(s[2] / n - mean ** 2, min=0))),
-            "response_len/mean": float(s[3] / n),
-            "response/truncated_frac": float(s[4] / n),
+            "reward/mean": float(s[1] / n),
+            "reward/std": float(batch_std(batch.rewards.double())),  # Bessel, over all processes: the one reward std
+            "response_len/mean": float(s[2] / n),
+            "response/truncated_frac": float(s[3] / n),
         }
 
     def progress(self, it):

@@ -55,3 +55,16 @@ def write_config(path: Path, model: str | Path = "tiny", defaults: dict | None =
             cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     Path(path).write_text(yaml.safe_dump(cfg))
     return Path(path)
+
+
+# Reward functions by import path (`reward.functions: [{name: "helpers:graded"}]`), TRL's convention
+# f(prompts, completions, **columns): deterministic in the completion and the prompt.
+def graded(prompts, completions, **columns):
+    """0, 0.5 or 1 (correct), so groups have spread."""
+    return [((sum(map(ord, c)) + len(p)) % 3) / 2 for p, c in zip(prompts, completions, strict=True)]
+
+
+def parity(prompts, completions, **columns):
+    """1 for about a third of random texts, else 0."""
+    return [float((sum(map(ord, c)) + len(p)) % 3 == 0) for p, c in zip(prompts, completions, strict=True)]
+

@@ -79,10 +79,10 @@ def test_algorithm_options_validated_by_the_algorithm():
 
 
 def test_unknown_task_is_named(tmp_path):
-    from rlvr.trainer import load_problems
+    from rlvr.data import load_problems
 
     with pytest.raises(ConfigError, match="data.task: unknown reasoning-gym task 'chain_summ'.*chain_sum"):
-        load_problems(load_config(None, ["data.task=chain_summ"]))
+        load_problems(load_config(None, ["data.task=chain_summ"]).data)
 
 
 def test_cli_prints_one_line_error_and_exits_2(tmp_path, capsys):

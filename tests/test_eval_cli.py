@@ -44,9 +44,9 @@ def write_config(path: Path, model: str | Path = "tiny", **sections) -> Path:
 
 def eval_problems(cfg_path: Path):
     from rlvr.config import load_config
-    from rlvr.trainer import load_problems
+    from rlvr.data import load_problems
 
-    return load_problems(load_config(cfg_path))[1]
+    return load_problems(load_config(cfg_path).data)[1]
 
 
 def write_samples(path: Path, ids: list[str], cs: list[int], ns: list[int] | int = N) -> Path:
@@ -373,12 +373,9 @@ def test_cli_eval_sampling_with_model_finds_run_config(tmp_path, monkeypatch, ra
     """`rlvr eval --model RUN/final` reads RUN/config.yaml for data and base, writes RUN/eval."""
     import shutil
 
-    import rlvr.trainer
-
     run = tmp_path / "run"
     shutil.copytree(other_model, run / "final")
-    write_config(run / "config.yaml", random_model)
-    monkeypatch.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: parity_reward)
+    write_config(run / "config.yaml", random_model, reward={"functions": [{"name": "helpers:parity"}]})
     assert run_cli(["eval", "--model", run / "final", "--n", "2", "--problems", "2", "--resamples", "20",
                     "--no-perplexity", "--max-new-tokens", "4"]) == 0
     m = json.loads((run / "eval" / "metrics.json").read_text())

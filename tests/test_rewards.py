@@ -101,6 +101,28 @@ def test_r1_template_grades_the_answer_tag():
         reward.close()
 
 
+def test_a_new_template_with_the_tag_answer_style_is_graded_by_the_tag_rule(monkeypatch):
+    """The answer style comes from templates.ANSWER_STYLE, not from the template's name."""
+    from rlvr import templates
+
+    monkeypatch.setitem(templates.TEMPLATES, "tagged", "{question}\nPut the answer in <answer></answer>.")
+    monkeypatch.setitem(templates.ANSWER_STYLE, "tagged", templates.ANSWER_STYLE["r1"])
+    tagged, boxed = "<think>it is 5? no</think> <answer>4</answer>", "so it is 5? no, \\boxed{4}"
+    fmt = build_reward(RewardConfig(functions=[{"name": "math_format"}]), DataConfig(path="m.jsonl", template="tagged"))
+    assert fmt(["p"] * 2, [tagged, boxed]) == [1.0, 0.0]
+    acc = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}], workers=1),
+                       DataConfig(path="m.jsonl", template="tagged"))
+    try:
+        assert acc([math_problem("4")] * 2, [tagged, boxed]) == [1.0, 0.0]  # boxed: no <answer>, no answer
+    finally:
+        acc.close()
+    data = DataConfig(task="chain_sum", train_size=3, eval_size=1, template="tagged")
+    train, _ = load_problems(data)
+    rg = build_reward(RewardConfig(), data)
+    assert rg(train, [f"<think>t</think> <answer>{p.answer}</answer>" for p in train]) == [1.0] * 3
+    assert rg(train, [f"\\boxed{{{p.answer}}}" for p in train]) == [0.0] * 3
+
+
 def test_last_boxed_balances_braces():
     assert last_boxed("a \\boxed{1} then \\boxed{\\frac{1}{2}} end") == "\\frac{1}{2}"
     assert last_boxed("\\boxed{unclosed") is None and last_boxed("none") is None
@@ -242,6 +264,17 @@ def test_a_raising_callable_scores_0_for_that_sample_is_counted_and_shown_once(c
     assert rewards.tolist() == [0.0, 0.0] and info["reward/errors"] == 2
     assert capsys.readouterr().out == ""  # shown once
     assert runner.errors == 3
+
+
+def test_a_builtin_that_raises_on_one_sample_scores_only_that_sample_0(capsys):
+    train, _ = load_problems(DataConfig(task="chain_sum", train_size=3, eval_size=1))
+    broken = Problem(prompt="q", answer="1", metadata={})  # no reasoning-gym entry: the scorer raises
+    runner = RewardRunner(build_reward(RewardConfig(), DataConfig()))
+    rewards, info = runner([train[0], broken, train[1]], [train[0].answer, "1", train[1].answer])
+    assert rewards.tolist() == [1.0, 0.0, 1.0] and info["reward/errors"] == 1
+    assert info["reward/reasoning_gym"] == pytest.approx(2 / 3)
+    out = capsys.readouterr().out
+    assert "'reasoning_gym' failed" in out and "KeyError" in out
 
 
 def test_a_plain_reward_fn_still_works_with_the_runner(capsys):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from rlvr.sandbox import WorkerPool, isolation, run_many, run_program
+from rlvr.sandbox import isolation, run_many, run_program
+from rlvr.workers import WorkerPool
 
 ISO = isolation()
 OWN_UID = ISO["user"] != "none"

@@ -19,11 +19,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CELLS = ["grpo-seed0", "grpo-seed1", "rloo-seed0", "rloo-seed1"]
 
 
-def graded_reward(problems, completions):
-    """Deterministic in the completion and the problem: 0, 0.5 or 1 (correct), so groups have spread."""
-    return [((sum(map(ord, c)) + len(p.prompt)) % 3) / 2 for p, c in zip(problems, completions)]
-
-
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
     return make_random_model(tmp_path_factory.mktemp("model") / "m")
@@ -33,6 +28,7 @@ def write_recipe(path: Path, model: Path) -> Path:
     return helpers.write_config(path, model, {
         "data": {"train_size": 8, "eval_size": 4}, "rollout": {"n": 2, "max_new_tokens": 4},
         "train": {"steps": 3, "prompts_per_step": 2, "lr": 1e-1}, "checkpoint": {"every": 0},
+        "reward": {"functions": [{"name": "helpers:graded"}]},  # by import path, as a user would: 0, 0.5 or 1
     }, output_dir=str(path.parent / "unused"))
 
 
@@ -104,7 +100,6 @@ def sweep_run(tmp_path_factory, random_model):
     real = rlvr.trainer.Trainer
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RLVR_CACHE", str(d / "cache"))
-        mp.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
         # 1: Ctrl-C in the third cell's training
         counting = Counting(real, interrupt="rloo-seed0")
         mp.setattr(rlvr.trainer, "Trainer", counting)
@@ -126,7 +121,6 @@ def sweep_run(tmp_path_factory, random_model):
         mp.undo()
         # 3: to the end
         mp.setenv("RLVR_CACHE", str(d / "cache"))
-        mp.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
         counting = Counting(real)
         mp.setattr(rlvr.trainer, "Trainer", counting)
         info["rc3"] = cli(["sweep", sweep_file])
@@ -262,7 +256,6 @@ def test_half_finished_cell_only_runs_its_eval(sweep_run, tmp_path, monkeypatch)
     sweep_file = write_sweep(tmp_path / "s.yaml", str(sweep_run["dir"] / "recipes" / "base.yaml"), out,
                              axes={"algorithm": ["grpo"], "seed": [0]})
     monkeypatch.setenv("RLVR_CACHE", str(sweep_run["dir"] / "cache"))
-    monkeypatch.setattr(rlvr.trainer, "build_reward_fn", lambda cfg: graded_reward)
     counting = Counting(rlvr.trainer.Trainer)
     monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
     assert cli(["sweep", sweep_file]) == 0
