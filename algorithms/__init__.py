@@ -1,10 +1,10 @@
 """RLVR algorithms, selectable by name (`algorithm.name`) or import path.
 
-    from rlvr.algorithms import GRPO, register_algorithm
+from rlvr.algorithms import GRPO, register_algorithm
 
-    @register_algorithm("my_grpo")
-    class MyGRPO(GRPO):
-        def compute_advantages(self, batch): ...
+@register_algorithm("my_grpo")
+class MyGRPO(GRPO):
+    def compute_advantages(self, batch): ...
 """
 
 from .base import (

@@ -62,19 +62,36 @@ class AlgorithmConfig(BaseModel):
 
     name: str = Field(description="registered algorithm name or 'pkg.module:Class'")
     loss_agg: AggMode = Field("token-mean", description="how per-token losses become one number (see ALGORITHMS.md)")
-    norm_constant: float | None = Field(None, gt=0, description="divisor for seq-mean-token-sum-norm; default rollout.max_new_tokens")
+    norm_constant: float | None = Field(
+        None, gt=0, description="divisor for seq-mean-token-sum-norm; default rollout.max_new_tokens"
+    )
     clip_low: float = Field(0.2, ge=0, description="PPO ratio clip below: 1 - clip_low")
     clip_high: float = Field(0.2, ge=0, description="PPO ratio clip above: 1 + clip_high")
     clip_c: float | None = Field(3.0, gt=1, description="dual-clip constant for negative advantages; null disables")
     kl_coef: float = Field(0.0, ge=0, description="beta of the KL to the reference model; 0 = no reference model")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator: k1, k2, or k3 (low-variance)")
-    kl_in: Literal["loss", "reward"] = Field("loss", description="KL as a loss term (GRPO paper) or subtracted from token rewards (PPO-RLHF, REINFORCE++); group baselines then compare R - beta * sum_t KL_t")
-    kl_target: float | None = Field(None, gt=0, description="adaptive KL controller (with kl_in=reward): target for the mean per-sequence KL sum over the batch (Ziegler et al.; verl targets the mean of per-token means, smaller by about the mean response length); null = fixed kl_coef")
+    kl_in: Literal["loss", "reward"] = Field(
+        "loss",
+        description="KL as a loss term (GRPO paper) or subtracted from token rewards (PPO-RLHF, REINFORCE++); group baselines then compare R - beta * sum_t KL_t",
+    )
+    kl_target: float | None = Field(
+        None,
+        gt=0,
+        description="adaptive KL controller (with kl_in=reward): target for the mean per-sequence KL sum over the batch (Ziegler et al.; verl targets the mean of per-token means, smaller by about the mean response length); null = fixed kl_coef",
+    )
     kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon, in samples")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight (subtracted from the loss)")
-    overlong_filter: bool = Field(False, description="mask truncated responses (no eos within max_new_tokens) out of the loss")
-    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong reward shaping: penalise the last N tokens before rollout.max_new_tokens, falling to -overlong_factor at the limit; 0 = off")
-    overlong_factor: float = Field(1.0, ge=0.0, description="DAPO overlong reward shaping: the penalty at rollout.max_new_tokens")
+    overlong_filter: bool = Field(
+        False, description="mask truncated responses (no eos within max_new_tokens) out of the loss"
+    )
+    overlong_buffer: int = Field(
+        0,
+        ge=0,
+        description="DAPO overlong reward shaping: penalise the last N tokens before rollout.max_new_tokens, falling to -overlong_factor at the limit; 0 = off",
+    )
+    overlong_factor: float = Field(
+        1.0, ge=0.0, description="DAPO overlong reward shaping: the penalty at rollout.max_new_tokens"
+    )
 
 
 class Algorithm:
@@ -96,11 +113,15 @@ class Algorithm:
         Subclasses that add checks call super().check()."""
         need = self.min_group_size()
         if self.group_size is not None and self.group_size < need:
-            raise ValueError(f"algorithm {self.config.name} needs rollout.n >= {need} samples per prompt: its baseline "
-                             f"is the other samples of the same prompt (got rollout.n={self.group_size})")
+            raise ValueError(
+                f"algorithm {self.config.name} needs rollout.n >= {need} samples per prompt: its baseline "
+                f"is the other samples of the same prompt (got rollout.n={self.group_size})"
+            )
         buf = self.config.overlong_buffer
         if buf and self.max_new_tokens is not None and buf >= self.max_new_tokens:
-            raise ValueError(f"algorithm.overlong_buffer={buf} must be below rollout.max_new_tokens={self.max_new_tokens}")
+            raise ValueError(
+                f"algorithm.overlong_buffer={buf} must be below rollout.max_new_tokens={self.max_new_tokens}"
+            )
 
     def min_group_size(self) -> int:
         """Samples per prompt (rollout.n) the advantage needs: 2 for a group baseline."""
@@ -132,8 +153,9 @@ class Algorithm:
         if c.overlong_buffer:
             from rlvr.rewards import overlong_penalty
 
-            batch.rewards = batch.rewards + overlong_penalty(batch.response_lengths, self.max_new_tokens,
-                                                             c.overlong_buffer, c.overlong_factor)
+            batch.rewards = batch.rewards + overlong_penalty(
+                batch.response_lengths, self.max_new_tokens, c.overlong_buffer, c.overlong_factor
+            )
 
     def keep_group(self, rewards: torch.Tensor, scores: torch.Tensor | None = None) -> bool:
         """Whether a prompt group enters the training batch, given its rewards [n]
@@ -200,8 +222,13 @@ class Algorithm:
         mask = batch.response_mask
         agg = dict(global_tokens=batch.global_tokens, global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
         pg, metrics = clipped_pg_loss(
-            logprobs, batch.old_logprobs, batch.advantages, mask,
-            clip_low=c.clip_low, clip_high=c.clip_high, clip_c=c.clip_c,
+            logprobs,
+            batch.old_logprobs,
+            batch.advantages,
+            mask,
+            clip_low=c.clip_low,
+            clip_high=c.clip_high,
+            clip_c=c.clip_c,
         )
         loss = agg_loss(pg, mask, c.loss_agg, **agg)
         metrics["pg_loss"] = loss.detach()
@@ -230,9 +257,13 @@ class Algorithm:
         mask = batch.response_mask
         c = self.config
         if c.kl_in == "reward" and c.kl_coef > 0:
-            kl = torch.where(mask.bool(), kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator), 0.0)  # [B, R]
+            kl = torch.where(
+                mask.bool(), kl_penalty(batch.old_logprobs, batch.ref_logprobs, c.kl_estimator), 0.0
+            )  # [B, R]
             r = r - self.kl_coef * kl
-            seq_kl = all_reduce_sum(torch.stack([kl.sum().double().cpu(), torch.tensor(float(len(mask)), dtype=torch.float64)]))
+            seq_kl = all_reduce_sum(
+                torch.stack([kl.sum().double().cpu(), torch.tensor(float(len(mask)), dtype=torch.float64)])
+            )
             batch.metrics["kl"] = float(seq_kl[0] / seq_kl[1])  # mean per-sequence KL, all processes
             batch.metrics["kl_coef"] = self.kl_coef
             if c.kl_target:  # Ziegler et al. 2019
@@ -289,7 +320,9 @@ def get_algorithm(name: str) -> type[Algorithm]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"algorithm.name: unknown algorithm {name!r}{hint} (known: {', '.join(registered_algorithms())})")
+        raise ValueError(
+            f"algorithm.name: unknown algorithm {name!r}{hint} (known: {', '.join(registered_algorithms())})"
+        )
     return _REGISTRY[name]
 
 

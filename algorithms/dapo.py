@@ -36,7 +36,9 @@ class DAPOConfig(GRPOConfig):
     clip_c: float | None = Field(10.0, gt=1, description="dual-clip constant")
     loss_agg: AggMode = Field("token-mean", description="token-level loss")
     dynamic_sampling: bool = Field(True, description="drop groups whose responses all score the same, and refill")
-    filter_on: Literal["score", "reward"] = Field("score", description="compare groups on the verifier score or the shaped reward")
+    filter_on: Literal["score", "reward"] = Field(
+        "score", description="compare groups on the verifier score or the shaped reward"
+    )
     max_gen_batches: int = Field(10, ge=1, description="generation rounds per step at most")
     on_shortfall: Literal["train", "raise"] = Field("train", description="after max_gen_batches rounds short of groups")
 

@@ -33,7 +33,9 @@ from .base import AggMode, Algorithm, AlgorithmConfig, register_algorithm
 
 
 class GRPOConfig(AlgorithmConfig):
-    scale: Literal["group", "batch", "none"] = Field("group", description="divide the centred reward by the group std, the batch std, or nothing (Dr. GRPO)")
+    scale: Literal["group", "batch", "none"] = Field(
+        "group", description="divide the centred reward by the group std, the batch std, or nothing (Dr. GRPO)"
+    )
     std_eps: float = Field(1e-6, ge=0, description="added to the std before dividing")
     loss_agg: AggMode = Field("seq-mean-token-mean", description="loss aggregation (GRPO paper: seq-mean-token-mean)")
 

@@ -39,7 +39,10 @@ from .base import Algorithm, AlgorithmConfig, register_algorithm
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     """Generalised advantage estimates over the masked tokens. [B, R] x3 -> [B, R]"""
     keep = mask.bool()
-    r, v = torch.where(keep, rewards, 0.0), torch.where(keep, values, 0.0)  # value past the last token is 0; where, not *, so junk (even inf) on padding cannot leak
+    r, v = (
+        torch.where(keep, rewards, 0.0),
+        torch.where(keep, values, 0.0),
+    )  # value past the last token is 0; where, not *, so junk (even inf) on padding cannot leak
     adv = torch.zeros_like(r)
     last = torch.zeros_like(r[:, 0])
     next_v = torch.zeros_like(r[:, 0])
@@ -86,9 +89,16 @@ class PPO(Algorithm):
 
     def compute_loss(self, batch, logprobs, entropy=None, values=None):
         loss, metrics = super().compute_loss(batch, logprobs, entropy=entropy)
-        vl, vm = value_loss(values, batch.extras["values"], batch.returns, batch.response_mask,
-                            clip_range=self.config.value_clip)
-        v = agg_loss(vl, batch.response_mask, self.config.loss_agg, global_tokens=batch.global_tokens,
-                     global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
+        vl, vm = value_loss(
+            values, batch.extras["values"], batch.returns, batch.response_mask, clip_range=self.config.value_clip
+        )
+        v = agg_loss(
+            vl,
+            batch.response_mask,
+            self.config.loss_agg,
+            global_tokens=batch.global_tokens,
+            global_seqs=batch.global_seqs,
+            norm_constant=self.norm_constant,
+        )
         metrics.update(vm, value_loss=v.detach(), value_mean=masked_mean(values.detach(), batch.response_mask))
         return loss + self.config.vf_coef * v, metrics

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from rlvr.advantages import group_mean_std, last_token, returns_to_go
@@ -38,7 +37,9 @@ from .base import Algorithm, AlgorithmConfig, register_algorithm
 class ReinforcePPConfig(AlgorithmConfig):
     baseline: bool = Field(False, description="subtract the group-mean reward first (REINFORCE++-baseline)")
     gamma: float = Field(1.0, ge=0, le=1, description="discount of the return-to-go")
-    unbiased_whiten: bool = Field(True, description="Bessel-corrected variance in the whitening (verl); false = OpenRLHF")
+    unbiased_whiten: bool = Field(
+        True, description="Bessel-corrected variance in the whitening (verl); false = OpenRLHF"
+    )
     kl_in: Literal["loss", "reward"] = Field("reward", description="KL placement (REINFORCE++: in the reward)")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="KL estimator (REINFORCE++: k1)")
 

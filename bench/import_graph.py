@@ -80,31 +80,31 @@ def build_graph() -> dict[str, dict[str, bool]]:
     mods = _modules()
     graph: dict[str, dict[str, bool]] = {m: {} for m in mods}
     for name, path in mods.items():
-        tree = ast.parse(path.read_text(), str(path))
         pkg = name if path.stem == "__init__" else name.rpartition(".")[0]  # what a relative import is relative to
-
-        def visit(node: ast.AST, late: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                    continue  # annotation-only imports never run
-                inner = late or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                targets: list[str] = []
-                if isinstance(child, ast.Import):
-                    targets = [a.name for a in child.names]
-                elif isinstance(child, ast.ImportFrom):
-                    base = child.module or ""
-                    if child.level:
-                        parts = pkg.split(".")[: len(pkg.split(".")) - child.level + 1]
-                        base = ".".join(parts + ([base] if base else []))
-                    targets = [f"{base}.{a.name}" for a in child.names] + [base]
-                for t in targets:
-                    dst = _resolve(t, mods)
-                    if dst and dst != name:
-                        graph[name][dst] = graph[name].get(dst, True) and inner
-                visit(child, inner)
-
-        visit(tree, False)
+        _visit(ast.parse(path.read_text(), str(path)), False, name, pkg, mods, graph[name])
     return graph
+
+
+def _visit(node: ast.AST, late: bool, name: str, pkg: str, mods: dict[str, Path], edges: dict[str, bool]) -> None:
+    """Add the imports under `node` (module `name`, in package `pkg`) to `edges` {target: late}."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            continue  # annotation-only imports never run
+        inner = late or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        targets: list[str] = []
+        if isinstance(child, ast.Import):
+            targets = [a.name for a in child.names]
+        elif isinstance(child, ast.ImportFrom):
+            base = child.module or ""
+            if child.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - child.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in child.names] + [base]
+        for t in targets:
+            dst = _resolve(t, mods)
+            if dst and dst != name:
+                edges[dst] = edges.get(dst, True) and inner
+        _visit(child, inner, name, pkg, mods, edges)
 
 
 def cycles(graph: dict[str, dict[str, bool]]) -> list[list[str]]:

@@ -73,7 +73,9 @@ def math_verify_cases(repo: Path) -> list[tuple[str, str, str, bool]]:
     for f in sorted((repo / "tests").glob("test_*.py")):
         tree = ast.parse(f.read_text())
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "parametrize" and len(node.args) >= 2):
+            if not (
+                isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "parametrize" and len(node.args) >= 2
+            ):
                 continue
             names = node.args[0].value if isinstance(node.args[0], ast.Constant) else ""
             if [n.strip() for n in str(names).split(",")][:3] != ["gold", "pred", "expected"]:
@@ -88,7 +90,7 @@ def math_verify_cases(repo: Path) -> list[tuple[str, str, str, bool]]:
                 g = gold.strip()
                 for d in ("$$", "$"):
                     if g.startswith(d) and g.endswith(d) and len(g) > 2 * len(d):
-                        g = g[len(d):-len(d)].strip()
+                        g = g[len(d) : -len(d)].strip()
                         break
                 if "$" in g or "\\boxed" in g or len(g) > 80 or pred.count("\\boxed") != 1:
                     continue  # a gold in prose, or several boxes in the prediction: not one answer
@@ -120,8 +122,10 @@ def grade_now(template: str, golds: list[str], completions: list[str], workers: 
     from rlvr.rewards import RewardConfig, build_reward
     from rlvr.tasks import Problem
 
-    reward = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}], workers=workers, timeout=30),
-                          DataConfig(path="bench.jsonl", template=template))
+    reward = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}], workers=workers, timeout=30),
+        DataConfig(path="bench.jsonl", template=template),
+    )
     try:
         problems = [Problem("q", g, {"question": "q", "answer": g, "columns": {}}) for g in golds]
         _, parts = reward.detailed(problems, completions)
@@ -141,18 +145,27 @@ def measure(label: str, items: list[tuple[str, str, str, bool]], args) -> list[d
         golds = [g for _, g, _, _ in items]
         versions = {}
         if args.before:
-            versions["before"] = [before(g, c, template) for g, c in zip(golds, completions)]
+            versions["before"] = [before(g, c, template) for g, c in zip(golds, completions, strict=True)]
         t = time.time()
         versions["now"] = grade_now(template, golds, completions, args.workers)
         for version, scores in versions.items():
-            right = [s for s, (_, _, _, ok) in zip(scores, items) if ok]
-            wrong = [s for s, (_, _, _, ok) in zip(scores, items) if not ok]
-            missed = [(i, g, a) for s, (i, g, a, ok) in zip(scores, items) if ok and s < 1]
-            accepted = [(i, g, a) for s, (i, g, a, ok) in zip(scores, items) if not ok and s >= 1]
-            rows.append({"set": label, "template": name, "version": version, "right": len(right),
-                         "accept": 100 * sum(1 for s in right if s >= 1) / max(1, len(right)),
-                         "wrong": len(wrong), "false_accept": 100 * len(accepted) / max(1, len(wrong)),
-                         "missed": missed, "accepted": accepted})
+            right = [s for s, (_, _, _, ok) in zip(scores, items, strict=True) if ok]
+            wrong = [s for s, (_, _, _, ok) in zip(scores, items, strict=True) if not ok]
+            missed = [(i, g, a) for s, (i, g, a, ok) in zip(scores, items, strict=True) if ok and s < 1]
+            accepted = [(i, g, a) for s, (i, g, a, ok) in zip(scores, items, strict=True) if not ok and s >= 1]
+            rows.append(
+                {
+                    "set": label,
+                    "template": name,
+                    "version": version,
+                    "right": len(right),
+                    "accept": 100 * sum(1 for s in right if s >= 1) / max(1, len(right)),
+                    "wrong": len(wrong),
+                    "false_accept": 100 * len(accepted) / max(1, len(wrong)),
+                    "missed": missed,
+                    "accepted": accepted,
+                }
+            )
         rows[-1]["seconds"] = time.time() - t
     return rows
 
@@ -180,7 +193,9 @@ def load_time(n: int, seed: int = 0) -> None:
             golds.append(re.sub(r"\d", lambda m: str(rng.randint(1, 9)), symbolic[i % len(symbolic)]))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "golds.jsonl"
-        path.write_text("".join(json.dumps({"prompt": f"Problem {i}?", "answer": g}) + "\n" for i, g in enumerate(golds)))
+        path.write_text(
+            "".join(json.dumps({"prompt": f"Problem {i}?", "answer": g}) + "\n" for i, g in enumerate(golds))
+        )
         small = Path(d) / "eval.jsonl"
         small.write_text(json.dumps({"prompt": "p", "answer": "1"}) + "\n")
         times = {}
@@ -188,9 +203,11 @@ def load_time(n: int, seed: int = 0) -> None:
             t = time.time()
             load_problems(DataConfig(path=str(path), eval_path=str(small), degenerate_golds=mode))
             times[mode] = time.time() - t
-    print(f"load_problems on {n} golds ({len(set(golds))} distinct, {n // 2} plain integers): "
-          f"{times['off']:.2f} s without the check, {times['warn']:.2f} s with it "
-          f"({1000 * (times['warn'] - times['off']) / n:.1f} ms a gold), after {first:.1f} s importing math-verify")
+    print(
+        f"load_problems on {n} golds ({len(set(golds))} distinct, {n // 2} plain integers): "
+        f"{times['off']:.2f} s without the check, {times['warn']:.2f} s with it "
+        f"({1000 * (times['warn'] - times['off']) / n:.1f} ms a gold), after {first:.1f} s importing math-verify"
+    )
 
 
 def main() -> None:
@@ -211,19 +228,23 @@ def main() -> None:
     table = []
     for label, items in sets:
         table += measure(label, items, args)
-    print(f"\n| set | template | version | right answers | accepted | wrong answers | false accepts |")
+    print("\n| set | template | version | right answers | accepted | wrong answers | false accepts |")
     print("|---|---|---|---|---|---|---|")
     for r in table:
-        print(f"| {r['set']} | {r['template']} | {r['version']} | {r['right']} | {r['accept']:.1f}% | "
-              f"{r['wrong']} | {r['false_accept']:.1f}% |")
+        print(
+            f"| {r['set']} | {r['template']} | {r['version']} | {r['right']} | {r['accept']:.1f}% | "
+            f"{r['wrong']} | {r['false_accept']:.1f}% |"
+        )
     for r in table:
         if r["version"] != "now" or not (r["missed"] or r["accepted"]):
             continue
-        print(f"\n{r['set']}, {r['template']}: {len(r['missed'])} right answers rejected, "
-              f"{len(r['accepted'])} wrong answers accepted")
-        for i, g, a in r["missed"][:args.show]:
+        print(
+            f"\n{r['set']}, {r['template']}: {len(r['missed'])} right answers rejected, "
+            f"{len(r['accepted'])} wrong answers accepted"
+        )
+        for i, g, a in r["missed"][: args.show]:
             print(f"  rejected  {i}: gold {g!r}  answer {a!r}")
-        for i, g, a in r["accepted"][:args.show]:
+        for i, g, a in r["accepted"][: args.show]:
             print(f"  ACCEPTED  {i}: gold {g!r}  answer {a!r}")
 
 

@@ -30,6 +30,7 @@ def __getattr__(name: str):
         return evaluate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "EvalSettings",
     "evaluate",

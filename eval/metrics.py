@@ -66,8 +66,9 @@ def _problems(n: int | Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray
     n_arr = _as_int_array(n, "n")
     c_arr = _as_int_array(c, "c")
     if c_arr.ndim != 1 or n_arr.ndim > 1:
-        raise ValueError(f"c must be 1-D (one count per problem) and n a scalar or 1-D, "
-                         f"got shapes {n_arr.shape}, {c_arr.shape}")
+        raise ValueError(
+            f"c must be 1-D (one count per problem) and n a scalar or 1-D, got shapes {n_arr.shape}, {c_arr.shape}"
+        )
     if n_arr.ndim == 1 and n_arr.shape != c_arr.shape:
         raise ValueError(f"n and c must have one entry per problem, got {n_arr.size} and {c_arr.size}")
     if c_arr.size == 0:
@@ -221,8 +222,8 @@ def pass_at_k_diff_ci(
     nb, cb = _problems(n_b, c_b)
     if na.size != nb.size:
         raise ValueError(f"a paired difference needs the same problems for both: got {na.size} and {nb.size} problems")
-    ka, = _check_ks(k_a, na)
-    kb, = _check_ks(k_b, nb)
+    (ka,) = _check_ks(k_a, na)
+    (kb,) = _check_ks(k_b, nb)
     _check_bootstrap_args(resamples, level)
     rng = np.random.default_rng(seed)
     res_a, res_b = _Resampler(na, ca, [ka]), _Resampler(nb, cb, [kb])
@@ -269,8 +270,9 @@ def sampling_efficiency_gap(
             f"sampling_efficiency_gap: K={K} exceeds the base model's smallest n={k_used}; clipped to K={k_used}",
             stacklevel=2,
         )
-    dse, lo, hi = pass_at_k_diff_ci(bn, bc, mn, mc, k_used, 1, resamples=resamples, seed=seed, level=level,
-                                    two_level=two_level)
+    dse, lo, hi = pass_at_k_diff_ci(
+        bn, bc, mn, mc, k_used, 1, resamples=resamples, seed=seed, level=level, two_level=two_level
+    )
     return {
         "dse": dse,
         "lo": lo,
@@ -353,7 +355,7 @@ def accuracy_histogram(n: int | Sequence[int] | np.ndarray, c: Sequence[int] | n
     n_arr, c_arr = _problems(n, c)
     counts = dict.fromkeys(HISTOGRAM_BINS, 0)
     inner = -(-10 * c_arr // n_arr)  # ceil(10 c / n): 1..10 when 0 < c < n
-    for ni, ci, b in zip(n_arr, c_arr, inner):
+    for ni, ci, b in zip(n_arr, c_arr, inner, strict=True):
         if ci == 0:
             counts["0"] += 1
         elif ci == ni:
@@ -406,12 +408,14 @@ def maj_at_k(
     check_int(k)
     check_int(resamples, "resamples")
     if len(answers_per_problem) != len(correct_per_problem):
-        raise ValueError(f"answers and correct flags must cover the same problems: "
-                         f"{len(answers_per_problem)} vs {len(correct_per_problem)}")
+        raise ValueError(
+            f"answers and correct flags must cover the same problems: "
+            f"{len(answers_per_problem)} vs {len(correct_per_problem)}"
+        )
     if not answers_per_problem:
         raise ValueError("maj_at_k needs at least one problem")
     sizes = [len(a) for a in answers_per_problem]
-    for i, (a, f) in enumerate(zip(answers_per_problem, correct_per_problem)):
+    for i, (a, f) in enumerate(zip(answers_per_problem, correct_per_problem, strict=True)):
         if len(a) != len(f):
             raise ValueError(f"problem {i}: {len(a)} answers but {len(f)} correct flags")
     if k > min(sizes):
@@ -419,12 +423,12 @@ def maj_at_k(
 
     rng = np.random.default_rng(seed)
     scores = []
-    for answers, flags in zip(answers_per_problem, correct_per_problem):
+    for answers, flags in zip(answers_per_problem, correct_per_problem, strict=True):
         # Codes in order of first appearance, so argmax's first-max rule is "earliest answer wins".
         first: dict[str, int] = {}
         code_correct: list[bool] = []
         codes = np.empty(len(answers), dtype=np.int64)
-        for j, (ans, ok) in enumerate(zip(answers, flags)):
+        for j, (ans, ok) in enumerate(zip(answers, flags, strict=True)):
             if ans is None:
                 codes[j] = -1
                 continue
@@ -441,8 +445,9 @@ def maj_at_k(
             wins = [_majority_correct(codes[list(s)], cc) for s in subsets]
             scores.append(float(np.mean(wins)))
         else:
-            wins = [_majority_correct(codes[np.sort(rng.choice(n, size=k, replace=False))], cc)
-                    for _ in range(resamples)]
+            wins = [
+                _majority_correct(codes[np.sort(rng.choice(n, size=k, replace=False))], cc) for _ in range(resamples)
+            ]
             scores.append(float(np.mean(wins)))
     return float(np.mean(scores))
 

@@ -82,9 +82,7 @@ def mean_pass_at_k(n: int | np.ndarray, c: int | np.ndarray, k: int) -> float:
     return float(per_problem.mean())
 
 
-def pass_at_k_curve(
-    n: int | np.ndarray, c: int | np.ndarray, ks: list[int] | None = None
-) -> dict[int, float]:
+def pass_at_k_curve(n: int | np.ndarray, c: int | np.ndarray, ks: list[int] | None = None) -> dict[int, float]:
     """{k: mean pass@k} for each k in `ks`.
 
     Default ks: powers of two 1, 2, 4, ... up to the smallest n, plus the smallest n

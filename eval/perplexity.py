@@ -77,7 +77,7 @@ def sequence_perplexity(
     model.eval()
     try:
         for s in range(0, len(todo), batch_size):
-            rows = todo[s:s + batch_size]
+            rows = todo[s : s + batch_size]
             P = max(len(p_ids[i]) for i in rows)
             R = max(len(r_ids[i]) for i in rows)
             ids = torch.full((len(rows), P + R), pad_id, dtype=torch.long)  # [B, P + R]
@@ -85,13 +85,20 @@ def sequence_perplexity(
             resp_mask = torch.zeros((len(rows), R), dtype=torch.float32)  # [B, R]
             for b, i in enumerate(rows):
                 lp, lr = len(p_ids[i]), len(r_ids[i])
-                ids[b, P - lp:P] = torch.tensor(p_ids[i])
-                ids[b, P:P + lr] = torch.tensor(r_ids[i])
-                att[b, P - lp:P + lr] = 1
+                ids[b, P - lp : P] = torch.tensor(p_ids[i])
+                ids[b, P : P + lr] = torch.tensor(r_ids[i])
+                att[b, P - lp : P + lr] = 1
                 resp_mask[b, :lr] = 1
-            batch = RolloutBatch(input_ids=ids.to(device), attention_mask=att.to(device), response_mask=resp_mask,
-                                 prompt_len=P, group=torch.arange(len(rows)), problems=[], completions=[],
-                                 truncated=torch.zeros(len(rows), dtype=torch.bool))
+            batch = RolloutBatch(
+                input_ids=ids.to(device),
+                attention_mask=att.to(device),
+                response_mask=resp_mask,
+                prompt_len=P,
+                group=torch.arange(len(rows)),
+                problems=[],
+                completions=[],
+                truncated=torch.zeros(len(rows), dtype=torch.bool),
+            )
             logp, ent = (t.float().cpu() for t in response_logprobs(model, batch, with_entropy=True))  # [B, R]
             mean_nll = -(logp * resp_mask).sum(-1) / resp_mask.sum(-1)  # [B]
             out[rows] = torch.exp(mean_nll.double()).numpy()
@@ -128,8 +135,11 @@ def perplexity_cross_terms(
     model's on its own} (means over responses, temperature 1).
     """
     base_prompts = prompts if base_prompts is None else base_prompts
-    for name, rs, ps in (("base_responses", base_responses, base_prompts), ("model_responses", model_responses, prompts),
-                         ("ref_responses", ref_responses, prompts)):
+    for name, rs, ps in (
+        ("base_responses", base_responses, base_prompts),
+        ("model_responses", model_responses, prompts),
+        ("ref_responses", ref_responses, prompts),
+    ):
         if rs is not None and len(rs) != len(ps):
             raise ValueError(f"{name} must have one response per prompt: {len(rs)} vs {len(ps)} prompts")
     kw = dict(batch_size=batch_size, device=device, add_special_tokens=add_special_tokens, return_entropy=True)
@@ -138,7 +148,10 @@ def perplexity_cross_terms(
     base_on_model, _ = sequence_perplexity(base_model, tokenizer, prompts, model_responses, **kw)
     model_on_model, ent_model = sequence_perplexity(model, mtok, prompts, model_responses, **kw)
     out: dict[str, np.ndarray | dict[str, float]] = {
-        "base_on_base": base_on_base, "base_on_model": base_on_model, "model_on_model": model_on_model}
+        "base_on_base": base_on_base,
+        "base_on_model": base_on_model,
+        "model_on_model": model_on_model,
+    }
     if ref_responses is not None:
         out["base_on_ref"] = sequence_perplexity(base_model, tokenizer, prompts, ref_responses, **kw)[0]
     out["median"] = {key: _nan_stat(np.nanmedian, v) for key, v in out.items()}

@@ -72,7 +72,9 @@ def plot_pass_at_k(
     """
     _need(curves, "curves")
     labels = sorted(curves, key=lambda lab: lab != base_label)  # base first, then in the given order
-    colors = dict(zip([lab for lab in labels if lab != base_label], _colors(len(labels))))
+    colors = dict(
+        zip([lab for lab in labels if lab != base_label], _colors(len(labels)), strict=False)
+    )  # one color spare: the base has its own
     colors[base_label] = _BASE_COLOR
     fig = Figure(figsize=(9.0, 4.8))
     ax = fig.add_subplot()
@@ -86,8 +88,17 @@ def plot_pass_at_k(
         pts = [_triple(curve[k]) for k in ks]
         mean = [p[0] for p in pts]
         is_base = lab == base_label
-        ax.plot(ks, mean, marker="o", ms=3.5, lw=2.2 if is_base else 1.8, ls="--" if is_base else "-",
-                color=colors[lab], label=lab, zorder=3 if is_base else 2)
+        ax.plot(
+            ks,
+            mean,
+            marker="o",
+            ms=3.5,
+            lw=2.2 if is_base else 1.8,
+            ls="--" if is_base else "-",
+            color=colors[lab],
+            label=lab,
+            zorder=3 if is_base else 2,
+        )
         if all(p[1] is not None for p in pts):
             ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=colors[lab], alpha=0.15, lw=0)
     for lab, k_star in (crossover or {}).items():
@@ -97,8 +108,15 @@ def plot_pass_at_k(
         else:
             ax.axvline(k_star, ls="--", lw=1.2, color=color, alpha=0.8, label=f"{lab}: k* = {k_star}")
             if lab in curves and k_star in curves[lab]:  # a star where the model is caught up with
-                ax.plot([k_star], [_triple(curves[lab][k_star])[0]], marker="*", ms=12, color=color,
-                        markeredgecolor="black", zorder=4)
+                ax.plot(
+                    [k_star],
+                    [_triple(curves[lab][k_star])[0]],
+                    marker="*",
+                    ms=12,
+                    color=color,
+                    markeredgecolor="black",
+                    zorder=4,
+                )
     ax.set_xscale("log", base=2)
     ticks = sorted(all_ks)
     if len(ticks) > 12:  # keep the axis readable: powers of two only
@@ -137,7 +155,7 @@ def plot_accuracy_histogram(
     ax = fig.add_subplot()
     x = np.arange(len(bins))
     width = 0.8 / len(labels)
-    for j, (lab, color) in enumerate(zip(labels, _colors(len(labels)))):
+    for j, (lab, color) in enumerate(zip(labels, _colors(len(labels)), strict=True)):
         counts = [hists[lab][b] for b in bins]
         ax.bar(x + (j - (len(labels) - 1) / 2) * width, counts, width, label=lab, color=color)
     ax.set_xticks(x, bins, rotation=45, ha="right")
@@ -175,7 +193,7 @@ def plot_perplexity_box(
     ax = fig.add_subplot()
     box = ax.boxplot(data, patch_artist=True, showfliers=True, medianprops={"color": "black"})
     ax.set_xticks(range(1, len(labels) + 1), labels, rotation=15 if len(labels) > 3 else 0)
-    for patch, color in zip(box["boxes"], _colors(len(labels))):
+    for patch, color in zip(box["boxes"], _colors(len(labels)), strict=True):
         patch.set_facecolor(color)
         patch.set_alpha(0.5)
     lo = min(float(v.min()) for v in data)
@@ -230,7 +248,7 @@ def plot_metric_vs_step(
     labels = list(series)
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.add_subplot()
-    for lab, color in zip(labels, _colors(len(labels))):
+    for lab, color in zip(labels, _colors(len(labels)), strict=True):
         pts = sorted((float(s), float(v)) for s, v in series[lab])
         if not pts:
             raise ValueError(f"series {lab!r} has no points")
@@ -242,4 +260,3 @@ def plot_metric_vs_step(
     ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
-

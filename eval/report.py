@@ -27,14 +27,18 @@ def write_eval_report(out: Path, r: dict[str, Any]) -> list[Path]:
         curves = {"base": _curve(b), **curves}
         hists = {"base": b["accuracy_histogram"], **hists}
     plots = [
-        plot_pass_at_k(curves, out / "pass_at_k.png", base_label="base",
-                       crossover={label: comp["crossover_k"]} if comp else None),
+        plot_pass_at_k(
+            curves, out / "pass_at_k.png", base_label="base", crossover={label: comp["crossover_k"]} if comp else None
+        ),
         plot_accuracy_histogram(hists, out / "accuracy_histogram.png"),
     ]
     ppl = r.get("perplexity")
     if ppl:
-        names = {"base_on_base": "PPL_base(Y_base)", "base_on_model": f"PPL_base(Y_{label})",
-                 "model_on_model": f"PPL_{label}(Y_{label})"}
+        names = {
+            "base_on_base": "PPL_base(Y_base)",
+            "base_on_model": f"PPL_base(Y_{label})",
+            "model_on_model": f"PPL_{label}(Y_{label})",
+        }
         plots.append(plot_perplexity_box({names[k]: v for k, v in ppl["values"].items()}, out / "perplexity.png"))
     (out / "summary.md").write_text(summary_markdown(r))
     return plots
@@ -46,8 +50,11 @@ def summary_markdown(r: dict[str, Any]) -> str:
     spec = r["spec"]
     ks = sorted(int(k) for k in m["pass_at_k"])
     lines = [f"# Eval: {label}" + (" vs base" if b else ""), ""]
-    lines.append(f"{m['problems']} problems, n = {m['n_min']}" + (f"..{m['n_max']}" if m["n_max"] != m["n_min"] else "")
-                 + f" samples each, temperature {spec['temperature']}, top-p {spec['top_p']}.")
+    lines.append(
+        f"{m['problems']} problems, n = {m['n_min']}"
+        + (f"..{m['n_max']}" if m["n_max"] != m["n_min"] else "")
+        + f" samples each, temperature {spec['temperature']}, top-p {spec['top_p']}."
+    )
     lines.append("")
     if b and comp:
         cov, dse = comp["coverage"], comp["dse"]
@@ -60,8 +67,12 @@ def summary_markdown(r: dict[str, Any]) -> str:
             f"- pass@{K}: base {pct(_get(b, K)['mean'])}, {label} {pct(_get(m, K)['mean'])}.",
             f"- Sampling-efficiency gap dSE = pass@{K}(base) - pass@1({label}) = {100 * dse['dse']:.1f} points "
             f"(95% CI {100 * dse['lo']:.1f} to {100 * dse['hi']:.1f}); lower is better.",
-            "- Crossover k*: " + (f"the base matches or beats {label} from k = {comp['crossover_k']} on."
-                                   if comp["crossover_k"] else f"none: {label} stays above the base at every k measured."),
+            "- Crossover k*: "
+            + (
+                f"the base matches or beats {label} from k = {comp['crossover_k']} on."
+                if comp["crossover_k"]
+                else f"none: {label} stays above the base at every k measured."
+            ),
             f"- Solvable problems (at least one correct sample): both {cov['both']}, base only {cov['base_only']}, "
             f"{label} only {cov['model_only']}, neither {cov['neither']} (Jaccard {cov['jaccard']:.2f}).",
             "",
@@ -69,7 +80,12 @@ def summary_markdown(r: dict[str, Any]) -> str:
             "",
         ]
         lines += notes(comp)
-    lines += ["## pass@k", "", "| k | " + ("base | " if b else "") + f"{label} |", "|---|" + ("---|" if b else "") + "---|"]
+    lines += [
+        "## pass@k",
+        "",
+        "| k | " + ("base | " if b else "") + f"{label} |",
+        "|---|" + ("---|" if b else "") + "---|",
+    ]
     for k in ks:
         mk = _get(m, k)
         row = f"| {k} | "
@@ -77,24 +93,47 @@ def summary_markdown(r: dict[str, Any]) -> str:
             bk = _get(b, k)
             row += f"{pct(bk['mean'])} [{pct(bk['lo'])}, {pct(bk['hi'])}] | " if bk else "| "
         lines.append(row + f"{pct(mk['mean'])} [{pct(mk['lo'])}, {pct(mk['hi'])}] |")
-    lines += ["", "## Hygiene", "", "| | " + ("base | " if b else "") + f"{label} |", "|---|" + ("---|" if b else "") + "---|"]
-    for key, name in (("avg_at_n", "avg@n"), ("distinct_answers_mean", "distinct answers / problem"),
-                      ("length_mean", "response tokens"), ("length_correct_mean", "tokens, correct"),
-                      ("length_wrong_mean", "tokens, wrong"), ("truncation_rate", "truncated"),
-                      ("extraction_failure_rate", "no answer extracted")):
-        fmt = (lambda v: pct(v)) if key in ("avg_at_n", "truncation_rate", "extraction_failure_rate") else (lambda v: "n/a" if v is None else f"{v:.2f}")
+    lines += [
+        "",
+        "## Hygiene",
+        "",
+        "| | " + ("base | " if b else "") + f"{label} |",
+        "|---|" + ("---|" if b else "") + "---|",
+    ]
+    for key, name in (
+        ("avg_at_n", "avg@n"),
+        ("distinct_answers_mean", "distinct answers / problem"),
+        ("length_mean", "response tokens"),
+        ("length_correct_mean", "tokens, correct"),
+        ("length_wrong_mean", "tokens, wrong"),
+        ("truncation_rate", "truncated"),
+        ("extraction_failure_rate", "no answer extracted"),
+    ):
+        fmt = (
+            (lambda v: pct(v))
+            if key in ("avg_at_n", "truncation_rate", "extraction_failure_rate")
+            else (lambda v: "n/a" if v is None else f"{v:.2f}")
+        )
         lines.append(f"| {name} | " + (f"{fmt(b.get(key))} | " if b else "") + f"{fmt(m.get(key))} |")
     ppl = r.get("perplexity")
     if ppl:
         med = ppl["median"]
-        lines += ["", "## Perplexity (medians)", "",
-                  f"- PPL_base(Y_base) {med['base_on_base']:.3f}, PPL_base(Y_{label}) {med['base_on_model']:.3f}, "
-                  f"PPL_{label}(Y_{label}) {med['model_on_model']:.3f}.",
-                  f"- Mean token entropy: base {ppl['entropy']['base']:.3f}, {label} {ppl['entropy']['model']:.3f}.",
-                  "- A PPL_base(Y_model) close to PPL_base(Y_base) means the trained model's answers are ones the base "
-                  "already found likely (Yue et al. 2025, sec. 4)."]
-    lines += ["", "Plots: pass_at_k.png, accuracy_histogram.png" + (", perplexity.png" if ppl else "") + ".",
-              "Every sample: samples_*.jsonl. All numbers: metrics.json.", ""]
+        lines += [
+            "",
+            "## Perplexity (medians)",
+            "",
+            f"- PPL_base(Y_base) {med['base_on_base']:.3f}, PPL_base(Y_{label}) {med['base_on_model']:.3f}, "
+            f"PPL_{label}(Y_{label}) {med['model_on_model']:.3f}.",
+            f"- Mean token entropy: base {ppl['entropy']['base']:.3f}, {label} {ppl['entropy']['model']:.3f}.",
+            "- A PPL_base(Y_model) close to PPL_base(Y_base) means the trained model's answers are ones the base "
+            "already found likely (Yue et al. 2025, sec. 4).",
+        ]
+    lines += [
+        "",
+        "Plots: pass_at_k.png, accuracy_histogram.png" + (", perplexity.png" if ppl else "") + ".",
+        "Every sample: samples_*.jsonl. All numbers: metrics.json.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -106,16 +145,23 @@ def _get(m: dict, k: int) -> dict | None:
 def verdict(b: dict, m: dict, cov: dict, label: str) -> str:
     """One plain sentence for the reader; the numbers above are what counts."""
     hist_m, hist_b = m["accuracy_histogram"], b["accuracy_histogram"]
-    shape = (" More problems sit at accuracy exactly 0 and exactly 1 than for the base: the distribution sharpened."
-             if hist_m.get("0", 0) > hist_b.get("0", 0) and hist_m.get("1", 0) > hist_b.get("1", 0) else "")
+    shape = (
+        " More problems sit at accuracy exactly 0 and exactly 1 than for the base: the distribution sharpened."
+        if hist_m.get("0", 0) > hist_b.get("0", 0) and hist_m.get("1", 0) > hist_b.get("1", 0)
+        else ""
+    )
     gained, lost = cov["model_only"], cov["base_only"]
     net = gained - lost
     if net > 0:
-        return (f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost}; "
-                f"on this eval set coverage grew by {net}.{shape}")
-    return (f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost} "
-            f"(net {net:+d}); coverage did not grow, so on this eval set training sharpened what the base already "
-            f"samples rather than expanding it.{shape}")
+        return (
+            f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost}; "
+            f"on this eval set coverage grew by {net}.{shape}"
+        )
+    return (
+        f"Reading: {label} solves {gained} problems the base never solved in its samples and loses {lost} "
+        f"(net {net:+d}); coverage did not grow, so on this eval set training sharpened what the base already "
+        f"samples rather than expanding it.{shape}"
+    )
 
 
 def notes(comp: dict) -> list[str]:
@@ -136,10 +182,20 @@ def gather_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
             continue
         settings = json.loads(meta.read_text())["settings"]
         r = json.loads(metrics.read_text())
-        steps = [json.loads(l) for l in (cell / "metrics.jsonl").read_text().splitlines() if l.strip()] \
-            if (cell / "metrics.jsonl").is_file() else []
-        rows.append({"cell": cell.name, "settings": settings, "result": r,
-                     "train_time_s": sum(s.get("time/step", 0.0) for s in steps), "eval_time_s": r.get("wall_time_s", 0.0)})
+        steps = (
+            [json.loads(l) for l in (cell / "metrics.jsonl").read_text().splitlines() if l.strip()]
+            if (cell / "metrics.jsonl").is_file()
+            else []
+        )
+        rows.append(
+            {
+                "cell": cell.name,
+                "settings": settings,
+                "result": r,
+                "train_time_s": sum(s.get("time/step", 0.0) for s in steps),
+                "eval_time_s": r.get("wall_time_s", 0.0),
+            }
+        )
     return rows
 
 
@@ -174,7 +230,11 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
         per = {
             "pass@1": [_get(c["result"]["model_metrics"], 1)["mean"] for c in cs],
             f"pass@{K}": [(_get(c["result"]["model_metrics"], K) or {}).get("mean") for c in cs] if K else [],
-            f"base pass@{K}": [(_get(c["result"]["base_metrics"], K) or {}).get("mean") for c in cs if "base_metrics" in c["result"]] if K else [],
+            f"base pass@{K}": [
+                (_get(c["result"]["base_metrics"], K) or {}).get("mean") for c in cs if "base_metrics" in c["result"]
+            ]
+            if K
+            else [],
             "dSE": [c["result"]["comparison"]["dse"]["dse"] for c in cs if "comparison" in c["result"]],
             "k*": [c["result"]["comparison"]["crossover_k"] for c in cs if "comparison" in c["result"]],
             "gained": [c["result"]["comparison"]["coverage"]["model_only"] for c in cs if "comparison" in c["result"]],
@@ -185,15 +245,23 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
             rec[name], rec[name + " sd"] = stat(vals)
         table.append(rec)
         first = cs[0]["result"]
-        curves[key] = {int(k): float(np.mean([_get(c["result"]["model_metrics"], int(k))["mean"] for c in cs]))
-                       for k in first["model_metrics"]["pass_at_k"]}
+        curves[key] = {
+            int(k): float(np.mean([_get(c["result"]["model_metrics"], int(k))["mean"] for c in cs]))
+            for k in first["model_metrics"]["pass_at_k"]
+        }
         if "base_metrics" in first and base_curve is None:
             base_curve = {int(k): v["mean"] for k, v in first["base_metrics"]["pass_at_k"].items()}
         if rec["dSE"] is not None:
             dse_bars[key] = (rec["dSE"], rec["dSE"] - (rec["dSE sd"] or 0), rec["dSE"] + (rec["dSE sd"] or 0))
     cols = [c for c in table[0] if not c.endswith(" sd") and c not in ("setting", "seeds")]
-    md = ["# Sweep report", "", f"{len(cells)} finished cells in {sweep_dir}; seeds aggregated as mean ± sd.", "",
-          "| setting | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    md = [
+        "# Sweep report",
+        "",
+        f"{len(cells)} finished cells in {sweep_dir}; seeds aggregated as mean ± sd.",
+        "",
+        "| setting | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for rec in table:
         cells_txt = []
         for c in cols:
@@ -205,9 +273,13 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
             else:
                 cells_txt.append(f"{v:.1f} ± {sd:.1f}")
         md.append(f"| {rec['setting']} | {rec['seeds']} | " + " | ".join(cells_txt) + " |")
-    md += ["", "pass@k and dSE in points (%); k* = smallest k where the base matches or beats the model;",
-           "gained / lost = problems solvable by the model only / by the base only.",
-           "Plots: pass_at_k_all.png, dse_bars.png.", ""]
+    md += [
+        "",
+        "pass@k and dSE in points (%); k* = smallest k where the base matches or beats the model;",
+        "gained / lost = problems solvable by the model only / by the base only.",
+        "Plots: pass_at_k_all.png, dse_bars.png.",
+        "",
+    ]
     out = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv"}
     out["md"].write_text("\n".join(md))
     with open(out["csv"], "w", newline="") as f:

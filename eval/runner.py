@@ -30,8 +30,16 @@ import torch
 
 from rlvr.tasks import Problem
 
-from .metrics import (accuracy_histogram, bootstrap_pass_at_k, cover_at_tau, coverage, crossover_k, maj_at_k,
-                      sampling_efficiency_gap, summarize_samples)
+from .metrics import (
+    accuracy_histogram,
+    bootstrap_pass_at_k,
+    cover_at_tau,
+    coverage,
+    crossover_k,
+    maj_at_k,
+    sampling_efficiency_gap,
+    summarize_samples,
+)
 from .passk import pass_at_k_curve
 from .settings import EvalSettings
 
@@ -65,8 +73,17 @@ def call_seed(seed: int, call: int) -> int:
     return int(np.random.SeedSequence([seed, call]).generate_state(1)[0])
 
 
-def sample_rows(engine, problems: list[Problem], settings: EvalSettings, score: Callable, *, desc: str = "sampling",
-                progress: bool = True, rank: int = 0, world: int = 1) -> list[dict[str, Any]]:
+def sample_rows(
+    engine,
+    problems: list[Problem],
+    settings: EvalSettings,
+    score: Callable,
+    *,
+    desc: str = "sampling",
+    progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> list[dict[str, Any]]:
     """n samples of each problem from `engine`, scored: one dict per sample (SAMPLE_KEYS + prompt).
 
     The problems are cut into calls of `problems_per_call` problems; call j is seeded by
@@ -78,28 +95,40 @@ def sample_rows(engine, problems: list[Problem], settings: EvalSettings, score: 
     from rlvr.rollout import Sampling
 
     n = settings.n
-    sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                        max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+    sampling = Sampling(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=0,
+        max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+    )
     per_call = problems_per_call(settings)
     starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    bar = tqdm(total=sum(len(problems[s:s + per_call]) for s in starts), desc=desc, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(problems[s : s + per_call]) for s in starts), desc=desc, disable=not progress, dynamic_ncols=True
+    )
     with torch.random.fork_rng(devices=devices):
         for s in starts:
-            chunk = problems[s:s + per_call]
+            chunk = problems[s : s + per_call]
             torch.manual_seed(call_seed(settings.seed, s // per_call))
             batch = engine.generate(chunk, n, sampling)
             rewards, _ = score(batch.problems, batch.completions)
             tokens = batch.response_mask.sum(-1).long().tolist()
-            for i, (p, text) in enumerate(zip(batch.problems, batch.completions)):
-                rows.append({
-                    "problem_id": p.id, "sample": i % n, "prompt": p.prompt, "text": text, "tokens": tokens[i],
-                    "finish_reason": "length" if bool(batch.truncated[i]) else "stop",
-                    "answer": extract_answer(text), "reward": float(rewards[i]),
-                    "correct": bool(rewards[i] >= settings.threshold),
-                })
+            for i, (p, text) in enumerate(zip(batch.problems, batch.completions, strict=True)):
+                rows.append(
+                    {
+                        "problem_id": p.id,
+                        "sample": i % n,
+                        "prompt": p.prompt,
+                        "text": text,
+                        "tokens": tokens[i],
+                        "finish_reason": "length" if bool(batch.truncated[i]) else "stop",
+                        "answer": extract_answer(text),
+                        "reward": float(rewards[i]),
+                        "correct": bool(rewards[i] >= settings.threshold),
+                    }
+                )
             bar.update(len(chunk))
     bar.close()
     return rows
@@ -127,17 +156,26 @@ def read_samples(paths: list[str | Path], problems: list[Problem], score: Callab
                 raise ValueError(f"{path} line {line_no}: needs a string 'text' (or 'completion')")
             p = by_id.get(r.get("problem_id")) or by_prompt.get(r.get("prompt"))
             if p is None:
-                raise ValueError(f"{path} line {line_no}: problem_id {r.get('problem_id')!r} / prompt matches no "
-                                 f"problem of this eval set")
-            row = {"problem_id": p.id, "sample": r.get("sample", 0), "prompt": p.prompt, "text": text,
-                   "tokens": int(r.get("tokens", len(text.split()))), "finish_reason": r.get("finish_reason", "stop"),
-                   "answer": r.get("answer", extract_answer(text)), "reward": r.get("reward")}
+                raise ValueError(
+                    f"{path} line {line_no}: problem_id {r.get('problem_id')!r} / prompt matches no "
+                    f"problem of this eval set"
+                )
+            row = {
+                "problem_id": p.id,
+                "sample": r.get("sample", 0),
+                "prompt": p.prompt,
+                "text": text,
+                "tokens": int(r.get("tokens", len(text.split()))),
+                "finish_reason": r.get("finish_reason", "stop"),
+                "answer": r.get("answer", extract_answer(text)),
+                "reward": r.get("reward"),
+            }
             rows.append(row)
             if row["reward"] is None:
                 todo.append((row, p))
     if todo:
         rewards, _ = score([p for _, p in todo], [r["text"] for r, _ in todo])
-        for (row, _), rw in zip(todo, rewards.tolist()):
+        for (row, _), rw in zip(todo, rewards.tolist(), strict=True):
             row["reward"] = float(rw)
     for row in rows:
         row["correct"] = bool(row["reward"] >= threshold)
@@ -194,19 +232,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr")).expanduser()
 
 
-def base_cache_key(base_path: str, problems: list[Problem], settings: EvalSettings, *, dtype: str = "float32",
-                   device: str = "cpu", engine_batch: int | None = None) -> dict[str, Any]:
+def base_cache_key(
+    base_path: str,
+    problems: list[Problem],
+    settings: EvalSettings,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    engine_batch: int | None = None,
+) -> dict[str, Any]:
     """Everything that decides the base's samples: the checkpoint, the dtype and device type it
     samples in (a CUDA generator draws other numbers than the CPU one), the problems, the sampling
     settings and seed, and how the problems are cut into seeded generate() calls (`sample_rows`).
     Not the number of processes: the rows do not depend on it."""
     per_call = problems_per_call(settings)
     per_generate = min(per_call * settings.n, engine_batch or settings.batch_size or DEFAULT_BATCH)
-    return {"model": model_fingerprint(base_path), "problems": problems_fingerprint(problems),
-            "sampling": {**settings.sampling_key(), "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS},
-            "dtype": str(dtype).removeprefix("torch."),
-            "device": torch.device(device).type, "draw": {"seeded_per_call": "v2", "problems_per_call": per_call,
-                                                         "sequences_per_generate": per_generate}}
+    return {
+        "model": model_fingerprint(base_path),
+        "problems": problems_fingerprint(problems),
+        "sampling": {**settings.sampling_key(), "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS},
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": torch.device(device).type,
+        "draw": {"seeded_per_call": "v2", "problems_per_call": per_call, "sequences_per_generate": per_generate},
+    }
 
 
 def base_cache_path(base_path: str, problems: list[Problem], settings: EvalSettings, **how) -> Path:
@@ -232,8 +280,9 @@ def counts(rows: list[dict], order: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([n[p] for p in order]), np.array([c[p] for p in order])
 
 
-def model_metrics(rows: list[dict], order: list[str], settings: EvalSettings, ks: list[int] | None = None, *,
-                  maj: bool = True) -> dict[str, Any]:
+def model_metrics(
+    rows: list[dict], order: list[str], settings: EvalSettings, ks: list[int] | None = None, *, maj: bool = True
+) -> dict[str, Any]:
     """Everything that needs one model's samples only (maj@k, the slow one, unless `maj` is False)."""
     n, c = counts(rows, order)
     ks = ks or sorted(pass_at_k_curve(n, c).keys())
@@ -247,20 +296,29 @@ def model_metrics(rows: list[dict], order: list[str], settings: EvalSettings, ks
     correct = [[bool(r["correct"]) for r in by_problem[p]] for p in order]
     majority = {k: maj_at_k(answers, correct, k, seed=settings.seed) for k in ks if k <= 64} if maj else {}
     return {
-        "problems": len(order), "samples": int(n.sum()), "n_min": int(n.min()), "n_max": int(n.max()),
+        "problems": len(order),
+        "samples": int(n.sum()),
+        "n_min": int(n.min()),
+        "n_max": int(n.max()),
         "pass_at_k": {k: {"mean": m, "lo": lo, "hi": hi} for k, (m, lo, hi) in boot.items()},
-        "avg_at_n": float(np.mean(c / n)), "mean_reward": hygiene["mean_reward"], "maj_at_k": majority,
+        "avg_at_n": float(np.mean(c / n)),
+        "mean_reward": hygiene["mean_reward"],
+        "maj_at_k": majority,
         "cover_at_tau": {tau: cover_at_tau(n, c, tau) for tau in (0.5, 1.0)},
         "accuracy_histogram": accuracy_histogram(n, c),
         "distinct_answers_mean": hygiene["distinct_answers_mean"],
-        "length_mean": hygiene["length_mean"], "length_correct_mean": hygiene["length_correct_mean"],
-        "length_wrong_mean": hygiene["length_wrong_mean"], "truncation_rate": hygiene["truncation_rate"],
+        "length_mean": hygiene["length_mean"],
+        "length_correct_mean": hygiene["length_correct_mean"],
+        "length_wrong_mean": hygiene["length_wrong_mean"],
+        "truncation_rate": hygiene["truncation_rate"],
         "extraction_failure_rate": hygiene["extraction_failure_rate"],
         "counts": {"n": n.tolist(), "c": c.tolist()},
     }
 
 
-def comparison_metrics(model_rows: list[dict], base_rows: list[dict], order: list[str], settings: EvalSettings) -> dict[str, Any]:
+def comparison_metrics(
+    model_rows: list[dict], base_rows: list[dict], order: list[str], settings: EvalSettings
+) -> dict[str, Any]:
     """dSE, k*, coverage: the model against its base on the same problems."""
     import warnings
 
@@ -377,11 +435,26 @@ def evaluate(
     t0 = time.time()
     if settings.problems:
         problems = problems[: settings.problems]
-    run = _EvalRun(problems, settings, score, base=base, rank=rank, world=world, out_dir=out_dir, dtype=dtype,
-                   device=device or ("cuda" if torch.cuda.is_available() else "cpu"), progress=progress)
-    result: dict[str, Any] = {"spec": settings.model_dump(), "label": label,
-                              "model_path": model_path if model_path is not None else
-                              (str(model) if isinstance(model, (str, Path)) else None), "base_path": base}
+    run = _EvalRun(
+        problems,
+        settings,
+        score,
+        base=base,
+        rank=rank,
+        world=world,
+        out_dir=out_dir,
+        dtype=dtype,
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        progress=progress,
+    )
+    result: dict[str, Any] = {
+        "spec": settings.model_dump(),
+        "label": label,
+        "model_path": model_path
+        if model_path is not None
+        else (str(model) if isinstance(model, (str, Path)) else None),
+        "base_path": base,
+    }
     if samples:
         rows = read_samples(samples, problems, score, settings.threshold)
     elif model is None:
@@ -406,8 +479,9 @@ def evaluate(
         result["comparison"] = comparison_metrics(rows, base_rows, run.order, settings)
         if settings.perplexity and run.out is not None and run.main and model is not None and not samples and base:
             m, b = run.models.engine(model), run.models.engine(run.base_dir())
-            result["perplexity"] = perplexity_terms((b.model, b.tokenizer), (m.model, m.tokenizer), rows, base_rows,
-                                                    settings)
+            result["perplexity"] = perplexity_terms(
+                (b.model, b.tokenizer), (m.model, m.tokenizer), rows, base_rows, settings
+            )
     result["wall_time_s"] = time.time() - t0
     if run.out is not None and run.main:
         (run.out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
@@ -421,8 +495,20 @@ class _EvalRun:
     """The sampling side of one `evaluate` call: the engines, the seeded draws shared across
     processes, the base's cache (read by rank 0, one decision for every process) and the files."""
 
-    def __init__(self, problems: list[Problem], settings: EvalSettings, score: Callable, *, base: str | None,
-                 rank: int, world: int, out_dir: str | Path | None, dtype: str, device: str, progress: bool):
+    def __init__(
+        self,
+        problems: list[Problem],
+        settings: EvalSettings,
+        score: Callable,
+        *,
+        base: str | None,
+        rank: int,
+        world: int,
+        out_dir: str | Path | None,
+        dtype: str,
+        device: str,
+        progress: bool,
+    ):
         self.problems, self.settings, self.score, self.base = problems, settings, score, base
         self.rank, self.world, self.main, self.progress = rank, world, rank == 0, progress
         self.dtype, self.device = dtype, device
@@ -442,8 +528,16 @@ class _EvalRun:
         return self._base_dir
 
     def draw(self, engine, what: str) -> list[dict]:
-        rows = sample_rows(engine, self.problems, self.settings, self.score, desc=what,
-                           progress=self.progress and self.main, rank=self.rank, world=self.world)
+        rows = sample_rows(
+            engine,
+            self.problems,
+            self.settings,
+            self.score,
+            desc=what,
+            progress=self.progress and self.main,
+            rank=self.rank,
+            world=self.world,
+        )
         return _in_order(_gather(rows, self.world), self.order)
 
     def cached_or_drawn(self, model, what: str, draw: bool = True) -> tuple[list[dict] | None, dict[str, Any]]:
@@ -451,8 +545,14 @@ class _EvalRun:
         from the cache if there, else drawn and cached (unless not `draw`: None)."""
         engine = self.models.engine(model) if model is not None else None
         dt, dev = _dtype_device(engine, self.dtype, self.device)
-        path = base_cache_path(self.base_dir(), self.problems, self.settings, dtype=dt, device=dev,
-                               engine_batch=getattr(engine, "batch_size", None))
+        path = base_cache_path(
+            self.base_dir(),
+            self.problems,
+            self.settings,
+            dtype=dt,
+            device=dev,
+            engine_batch=getattr(engine, "batch_size", None),
+        )
         rows = (read_jsonl(path) if path.is_file() else None) if self.main else None
         rows = _from_rank0(rows, self.world)  # one decision for every process
         info = {"path": str(path), "hit": rows is not None}
@@ -471,9 +571,18 @@ class _EvalRun:
             write_jsonl(self.out / name, rows)
 
 
-def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = None, base: str | None = None,
-                 base_samples: list[str] | None = None, overrides: dict[str, Any] | None = None,
-                 out_dir: str | Path, label: str = "model", progress: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    cfg,
+    *,
+    model: str | None = None,
+    samples: list[str] | None = None,
+    base: str | None = None,
+    base_samples: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path,
+    label: str = "model",
+    progress: bool = True,
+) -> dict[str, Any]:
     """`evaluate` of a checkpoint (or samples) of a run: its held-out problems, reward and eval
     settings (the full eval's: n = eval.final_n or eval.n) from the run config `cfg`, then
     `overrides` (EvalSettings fields). What `rlvr eval` and each sweep cell run."""
@@ -489,9 +598,19 @@ def evaluate_run(cfg, *, model: str | None = None, samples: list[str] | None = N
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model or cfg.model.path))
     _, problems = load_problems(cfg.data, tokenizer)
     settings = cfg.eval.settings(cfg.rollout, final=True, **(overrides or {}))
-    return evaluate(problems, settings, RewardRunner(build_reward(cfg.reward, cfg.data)), model=model, samples=samples,
-                    base=base, base_samples=base_samples, out_dir=out_dir, label=label, dtype=cfg.model.dtype,
-                    progress=progress)
+    return evaluate(
+        problems,
+        settings,
+        RewardRunner(build_reward(cfg.reward, cfg.data)),
+        model=model,
+        samples=samples,
+        base=base,
+        base_samples=base_samples,
+        out_dir=out_dir,
+        label=label,
+        dtype=cfg.model.dtype,
+        progress=progress,
+    )
 
 
 def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], settings: EvalSettings) -> dict:
@@ -511,9 +630,16 @@ def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], setti
 
     (bm, btok), (mm, mtok) = base, model
     ys_m, ys_b = pick(rows), pick(base_rows)
-    terms = perplexity_cross_terms(bm, mm, btok, [r["prompt"] for r in ys_m], [r["text"] for r in ys_b],
-                                   [r["text"] for r in ys_m], base_prompts=[r["prompt"] for r in ys_b],
-                                   model_tokenizer=mtok)
+    terms = perplexity_cross_terms(
+        bm,
+        mm,
+        btok,
+        [r["prompt"] for r in ys_m],
+        [r["text"] for r in ys_b],
+        [r["text"] for r in ys_m],
+        base_prompts=[r["prompt"] for r in ys_b],
+        model_tokenizer=mtok,
+    )
     arrays = {k: terms[k] for k in ("base_on_base", "base_on_model", "model_on_model")}
     return {
         "median": {k: terms["median"][k] for k in arrays},

@@ -25,15 +25,26 @@ class EvalSettings(BaseModel):
     n: int = Field(4, ge=1, description="samples per held-out problem")
     temperature: float = Field(0.6, ge=0.0, description="eval sampling temperature (the paper's: 0.6); 0 means greedy")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="eval nucleus sampling mass (the paper's: 0.95)")
-    max_new_tokens: Optional[int] = Field(None, ge=1, description="eval response length in tokens; null = rollout.max_new_tokens")
-    seed: int = Field(0, description="seed of the eval's sampling and bootstrap; independent of train.seed, so runs of any training seed are measured on the same draws and share the base's cached samples")
-    problems: Optional[int] = Field(None, ge=1, description="evaluate only the first N held-out problems; null = all of data.eval_size")
+    max_new_tokens: Optional[int] = Field(
+        None, ge=1, description="eval response length in tokens; null = rollout.max_new_tokens"
+    )
+    seed: int = Field(
+        0,
+        description="seed of the eval's sampling and bootstrap; independent of train.seed, so runs of any training seed are measured on the same draws and share the base's cached samples",
+    )
+    problems: Optional[int] = Field(
+        None, ge=1, description="evaluate only the first N held-out problems; null = all of data.eval_size"
+    )
     K: int = Field(256, ge=1, description="K of the sampling-efficiency gap pass@K(base) - pass@1(model); clipped to n")
     threshold: float = Field(1.0, description="a sample counts as correct when its reward >= threshold")
     resamples: int = Field(1000, ge=10, description="bootstrap resamples for the intervals")
     perplexity: bool = Field(True, description="perplexity cross-terms of model and base (full eval only)")
     ppl_per_problem: int = Field(4, ge=1, description="samples per problem scored in the perplexity cross-terms")
-    batch_size: Optional[int] = Field(None, ge=1, description="sequences per generate() call; null = rollout.generation_batch_size. It decides which problems share a call, so it is part of the base cache key")
+    batch_size: Optional[int] = Field(
+        None,
+        ge=1,
+        description="sequences per generate() call; null = rollout.generation_batch_size. It decides which problems share a call, so it is part of the base cache key",
+    )
 
     def sampling_key(self) -> dict[str, Any]:
         """The settings that decide which samples are drawn (the rest only change the metrics)."""
@@ -43,13 +54,16 @@ class EvalSettings(BaseModel):
 def _optional(name: str, f) -> tuple[Any, Any]:
     from pydantic.fields import FieldInfo
 
-    info = FieldInfo.merge_field_infos(f, default=None, description=f"{f.description} (unset: the recipe's eval.{name})")
+    info = FieldInfo.merge_field_infos(
+        f, default=None, description=f"{f.description} (unset: the recipe's eval.{name})"
+    )
     return Optional[f.annotation], info
 
 
 # A sweep's `eval:` section: any EvalSettings field, unset = the cell recipe's own.
 EvalOverrides = create_model(
-    "EvalOverrides", __config__=ConfigDict(extra="forbid"),
+    "EvalOverrides",
+    __config__=ConfigDict(extra="forbid"),
     **{name: _optional(name, f) for name, f in EvalSettings.model_fields.items()},
 )
 EvalOverrides.__doc__ = "Optional overrides of EvalSettings; unset fields keep the run config's eval settings."
@@ -65,8 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ann = f.annotation
         inner = next((a for a in getattr(ann, "__args__", (ann,)) if a is not type(None)), ann)
         if inner is bool:
-            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f.description)
+            parser.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=f.description
+            )
         else:
             parser.add_argument(_flag(name), dest=name, type=inner, default=None, help=f.description)
 

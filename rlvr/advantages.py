@@ -15,7 +15,8 @@ def group_mean_std(rewards: torch.Tensor, group: torch.Tensor) -> tuple[torch.Te
     """Per-sample mean and Bessel std of its group's rewards. [B], [B] -> [B], [B]."""
     ids, inv = torch.unique(group, return_inverse=True)
     n = torch.zeros(len(ids), dtype=torch.float64, device=rewards.device).index_add_(
-        0, inv, torch.ones_like(rewards, dtype=torch.float64))
+        0, inv, torch.ones_like(rewards, dtype=torch.float64)
+    )
     s = torch.zeros_like(n).index_add_(0, inv, rewards.double())
     mean = s / n  # [G]
     sq = torch.zeros_like(n).index_add_(0, inv, (rewards.double() - mean[inv]) ** 2)

@@ -49,7 +49,7 @@ class RolloutBatch:
 
     @property
     def response_ids(self) -> torch.Tensor:  # [B, R]
-        return self.input_ids[:, self.prompt_len:]
+        return self.input_ids[:, self.prompt_len :]
 
     @property
     def response_lengths(self) -> torch.Tensor:  # [B]
@@ -75,8 +75,11 @@ class RolloutBatch:
         return replace(self, **out)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        moved: dict[str, Any] = {f.name: getattr(self, f.name).to(device) for f in fields(self)
-                                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        moved: dict[str, Any] = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
         moved["extras"] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
         return replace(self, **moved)
 
@@ -95,8 +98,8 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         if b.old_logprobs is not None or b.advantages is not None:
             raise ValueError("concat_batches: join batches before computing log-probs or advantages")
         lp, rp = P - b.prompt_len, R - b.response_mask.shape[1]
-        pi, ri = b.input_ids[:, :b.prompt_len], b.input_ids[:, b.prompt_len:]
-        pa, ra = b.attention_mask[:, :b.prompt_len], b.attention_mask[:, b.prompt_len:]
+        pi, ri = b.input_ids[:, : b.prompt_len], b.input_ids[:, b.prompt_len :]
+        pa, ra = b.attention_mask[:, : b.prompt_len], b.attention_mask[:, b.prompt_len :]
         pad = torch.nn.functional.pad
         ids.append(torch.cat([pad(pi, (lp, 0), value=pad_id), pad(ri, (0, rp), value=pad_id)], 1))
         att.append(torch.cat([pad(pa, (lp, 0)), pad(ra, (0, rp))], 1))
@@ -107,12 +110,22 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     extras = {}
     for k in set().union(*(b.extras for b in batches)):
         parts = [b.extras.get(k) for b in batches]
-        if not all(isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(b) for v, b in zip(parts, batches)):
+        if not all(
+            isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(b)
+            for v, b in zip(parts, batches, strict=True)
+        ):
             raise ValueError(f"concat_batches: extra {k!r} is not a per-sample [B] tensor in every batch")
         extras[k] = torch.cat(parts)
     return RolloutBatch(
-        input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(rmask), prompt_len=P,
-        group=torch.cat(groups), problems=[p for b in batches for p in b.problems],
-        completions=[c for b in batches for c in b.completions], truncated=torch.cat([b.truncated for b in batches]),
-        rewards=cat("rewards"), scores=cat("scores"), extras=extras,
+        input_ids=torch.cat(ids),
+        attention_mask=torch.cat(att),
+        response_mask=torch.cat(rmask),
+        prompt_len=P,
+        group=torch.cat(groups),
+        problems=[p for b in batches for p in b.problems],
+        completions=[c for b in batches for c in b.completions],
+        truncated=torch.cat([b.truncated for b in batches]),
+        rewards=cat("rewards"),
+        scores=cat("scores"),
+        extras=extras,
     )

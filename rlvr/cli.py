@@ -69,8 +69,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or find_run_config(args.model), args.overrides)
     base = cfg.model.path if args.base is None else (None if args.base == "none" else args.base)
     out = args.out or (str(Path(args.model).parent / "eval") if args.model else "runs/eval")
-    result = evaluate_run(cfg, model=args.model, samples=args.samples, base=base, base_samples=args.base_samples,
-                          overrides=overrides_from_args(args), out_dir=out, label=args.label)
+    result = evaluate_run(
+        cfg,
+        model=args.model,
+        samples=args.samples,
+        base=base,
+        base_samples=args.base_samples,
+        overrides=overrides_from_args(args),
+        out_dir=out,
+        label=args.label,
+    )
     print((Path(out) / "summary.md").read_text())
     print(f"rlvr: eval written to {out} ({result['wall_time_s']:.0f} s)")
     return 0
@@ -106,22 +114,36 @@ def cmd_build_base(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rlvr", description="RL from verifiable rewards, with pass@k against the base model")
+    p = argparse.ArgumentParser(
+        prog="rlvr", description="RL from verifiable rewards, with pass@k against the base model"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a policy from a YAML recipe")
     t.add_argument("config", nargs="?", help="recipe YAML (e.g. recipes/tiny/grpo.yaml)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 algorithm.scale=none")
-    t.add_argument("--help-config", action="store_true",
-                   help="list every config key with its default and meaning, and every algorithm's options")
+    t.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every config key with its default and meaning, and every algorithm's options",
+    )
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser("eval", help="pass@k, dSE, coverage and perplexity of a model against its base",
-                       description="The eval settings flags default to the run config's eval: section "
-                                   "(n: eval.final_n or eval.n; lengths and batch size: rollout's).")
+    e = sub.add_parser(
+        "eval",
+        help="pass@k, dSE, coverage and perplexity of a model against its base",
+        description="The eval settings flags default to the run config's eval: section "
+        "(n: eval.final_n or eval.n; lengths and batch size: rollout's).",
+    )
     e.add_argument("overrides", nargs="*", help="dotted overrides of the run config, e.g. data.eval_size=500")
-    e.add_argument("--model", help="trained checkpoint (e.g. runs/tiny-grpo/final); its run's config.yaml gives data and base")
+    e.add_argument(
+        "--model", help="trained checkpoint (e.g. runs/tiny-grpo/final); its run's config.yaml gives data and base"
+    )
     e.add_argument("--base", help="base checkpoint (default: the run config's model.path); 'none' skips the comparison")
     e.add_argument("--config", help="run config giving data, reward and eval settings (default: next to --model)")
-    e.add_argument("--samples", action="append", help="score this JSONL of completions instead of sampling --model (repeatable: merged)")
+    e.add_argument(
+        "--samples",
+        action="append",
+        help="score this JSONL of completions instead of sampling --model (repeatable: merged)",
+    )
     e.add_argument("--base-samples", action="append", help="JSONL of the base model's completions (repeatable)")
     add_eval_arguments(e)  # one flag per EvalSettings field, default: the run config's eval: section
     e.add_argument("--label", default="model", help="name of the evaluated model in tables and plots")
@@ -129,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_eval)
     s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
     s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
-    s.add_argument("--launcher", choices=["inprocess", "print", "accelerate"], default="inprocess",
-                   help="run cells here, print their accelerate commands, or run those commands")
+    s.add_argument(
+        "--launcher",
+        choices=["inprocess", "print", "accelerate"],
+        default="inprocess",
+        help="run cells here, print their accelerate commands, or run those commands",
+    )
     s.add_argument("--only", type=int, help="run only the first N cells")
     s.set_defaults(func=cmd_sweep)
     r = sub.add_parser("report", help="table and plots over a sweep's finished cells")

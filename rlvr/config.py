@@ -42,12 +42,16 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     path: str = Field(TINY_MODEL, description="local checkpoint dir, hub id, or 'tiny' for the embedded base model")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype for policy and reference")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights dtype for policy and reference"
+    )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory in the policy's update pass")
 
 
 class RolloutConfig(_Section):
-    engine: Literal["hf", "vllm"] = Field("hf", description="rollout backend: transformers generate, or vLLM (GPU, optional extra)")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="rollout backend: transformers generate, or vLLM (GPU, optional extra)"
+    )
     n: int = Field(8, ge=1, description="samples per prompt (group size G)")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 means greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
@@ -60,15 +64,25 @@ class TrainConfig(_Section):
     steps: int = Field(40, ge=1, description="RL steps (rollout + update rounds)")
     prompts_per_step: int = Field(32, ge=1, description="prompts per step over all processes")
     epochs: int = Field(1, ge=1, description="passes over each rollout batch (PPO epochs)")
-    minibatches: int = Field(1, ge=1, description="optimizer steps per epoch; the rollout batch is split into this many")
-    micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward on one process (gradient accumulation fills the minibatch)")
+    minibatches: int = Field(
+        1, ge=1, description="optimizer steps per epoch; the rollout batch is split into this many"
+    )
+    micro_batch_size: int = Field(
+        64,
+        ge=1,
+        description="sequences per forward/backward on one process (gradient accumulation fills the minibatch)",
+    )
     lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimizer steps")
     grad_clip: float | None = Field(1.0, description="max global gradient norm; null disables")
     seed: int = Field(0, description="seed for sampling, shuffling and init")
-    cpu_threads: int = Field(1, ge=1, description="torch threads per process on CPU; 1 by default: on a 2-core machine 2 threads took ~20x longer per step whenever the other core was busy (another process, a second rank), and ~20% less when it was idle (bench/cpu_threads.py)")
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        description="torch threads per process on CPU; 1 by default: on a 2-core machine 2 threads took ~20x longer per step whenever the other core was busy (another process, a second rank), and ~20% less when it was idle (bench/cpu_threads.py)",
+    )
 
 
 class EvalConfig(EvalSettings):
@@ -79,8 +93,13 @@ class EvalConfig(EvalSettings):
     before: bool = Field(True, description="evaluate the base model before the first step")
     after: bool = Field(True, description="evaluate the final model")
     ks: list[int] = Field(default_factory=lambda: [1], description="k values for pass@k in evals.jsonl (each <= n)")
-    final_n: int | None = Field(None, ge=1, description="samples per problem in the full eval of the final model (rlvr eval); null = n")
-    full: bool = Field(False, description="after training, write the full eval of final/ vs the base (samples, metrics.json, plots, summary.md) to output_dir/eval")
+    final_n: int | None = Field(
+        None, ge=1, description="samples per problem in the full eval of the final model (rlvr eval); null = n"
+    )
+    full: bool = Field(
+        False,
+        description="after training, write the full eval of final/ vs the base (samples, metrics.json, plots, summary.md) to output_dir/eval",
+    )
 
     @model_validator(mode="after")
     def _ks_fit(self) -> "EvalConfig":
@@ -113,7 +132,9 @@ class CheckpointConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    report_to: list[Literal["wandb", "tensorboard"]] = Field(default_factory=list, description="accelerate trackers to log to")
+    report_to: list[Literal["wandb", "tensorboard"]] = Field(
+        default_factory=list, description="accelerate trackers to log to"
+    )
     project: str = Field("rlvr", description="tracker project name")
     progress: bool = Field(True, description="console progress bar")
 
@@ -148,8 +169,10 @@ def algorithm_config(section: Any) -> "AlgorithmConfig | UnimportedAlgorithmConf
         raise ConfigError(f"algorithm: expected a mapping with a name (e.g. {{name: grpo}}), got {section!r}")
     name = section.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"algorithm.name: missing; name a registered algorithm ({', '.join(registered_algorithms())}) "
-                          "or an import path 'pkg.module:Class'")
+        raise ConfigError(
+            f"algorithm.name: missing; name a registered algorithm ({', '.join(registered_algorithms())}) "
+            "or an import path 'pkg.module:Class'"
+        )
     if ":" in name:
         try:
             importlib.import_module(name.partition(":")[0])
@@ -172,10 +195,14 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="policy model")
     data: DataConfig = Field(default_factory=DataConfig, description="problems")
     # Any at runtime, so that this module loads without torch; validated by `algorithm_config`
-    algorithm: Any = Field(default_factory=lambda: algorithm_config({"name": "grpo"}),
-                           description="the algorithm (algorithm.name) and its own options, validated by its config class")
+    algorithm: Any = Field(
+        default_factory=lambda: algorithm_config({"name": "grpo"}),
+        description="the algorithm (algorithm.name) and its own options, validated by its config class",
+    )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="sampling for training")
-    reward: RewardConfig = Field(default_factory=RewardConfig, description="verifiers, their weights, and reward shaping")
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig, description="verifiers, their weights, and reward shaping"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out pass@k during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing and resume")
@@ -188,7 +215,6 @@ class RunConfig(_Section):
             return algorithm_config(v)
         except ConfigError as e:  # reported as is by format_validation_error
             raise PydanticCustomError("rlvr_config", "{detail}", {"detail": str(e)}) from None
-
 
 
 # ---------------------------------------------------------------- loading
@@ -261,7 +287,7 @@ def read_recipe(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[
         raise ConfigError(f"config file not found: {p}")
     key = p.resolve()
     if key in [c.resolve() for c in _chain]:
-        cycle = [c for c in _chain[[c.resolve() for c in _chain].index(key):]] + [p]
+        cycle = [c for c in _chain[[c.resolve() for c in _chain].index(key) :]] + [p]
         raise ConfigError("recipe inheritance cycle: " + " -> ".join(str(c) for c in cycle))
     raw = _read_yaml(p)
     base = raw.pop("base", None)
@@ -287,7 +313,9 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, wh
     raw = deep_merge(raw, parse_overrides(overrides or []))
     for key in ("overlong_buffer", "overlong_factor"):  # moved with the overlong shaping (issue 9)
         if isinstance(raw.get("reward"), dict) and key in raw["reward"]:
-            raise ConfigError(f"{where}reward.{key} has moved: write it as algorithm.{key} (overlong shaping is an algorithm option)")
+            raise ConfigError(
+                f"{where}reward.{key} has moved: write it as algorithm.{key} (overlong shaping is an algorithm option)"
+            )
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -356,8 +384,10 @@ def describe_algorithms(prefix: str = "algorithm.") -> list[str]:
 
     names = registered_algorithms()
     shared = AlgorithmConfig.model_fields
-    out = [f"# {prefix.rstrip('.')}: options shared by every algorithm",
-           f"{prefix}name = 'grpo': {shared['name'].description}; registered: {', '.join(names)}"]
+    out = [
+        f"# {prefix.rstrip('.')}: options shared by every algorithm",
+        f"{prefix}name = 'grpo': {shared['name'].description}; registered: {', '.join(names)}",
+    ]
     out += [_describe_field(prefix + k, f) for k, f in shared.items() if k != "name"]
     for name in names:
         cls = get_algorithm(name)

@@ -54,33 +54,53 @@ class Columns(BaseModel):
 
     prompt: str = Field("prompt", description="column holding the question text (a string)")
     answer: str = Field("answer", description="column holding the gold answer (required unless tests is set)")
-    tests: str | None = Field(None, description="column holding code tests: Python source, a list of asserts, "
-                                                "or a list of {input, output} stdin/stdout cases; set for code tasks")
+    tests: str | None = Field(
+        None,
+        description="column holding code tests: Python source, a list of asserts, "
+        "or a list of {input, output} stdin/stdout cases; set for code tasks",
+    )
 
 
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     source: Literal["auto", "reasoning_gym", "jsonl", "parquet", "hf", "humaneval"] = Field(
-        "auto", description="where problems come from; auto: by path suffix, else hf if name is set, else reasoning_gym")
+        "auto", description="where problems come from; auto: by path suffix, else hf if name is set, else reasoning_gym"
+    )
     task: str = Field("chain_sum", description="reasoning-gym dataset name whose problems are trained on")
-    task_config: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for reasoning_gym.create_dataset")
+    task_config: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for reasoning_gym.create_dataset"
+    )
     path: str | None = Field(None, description="local .jsonl or .parquet file of problems")
-    eval_path: str | None = Field(None, description="held-out file; default: the rows of path whose prompt hashes to the eval split")
-    name: str | None = Field(None, description="datasets.load_dataset name (hub id, needs the network) or local dataset directory")
+    eval_path: str | None = Field(
+        None, description="held-out file; default: the rows of path whose prompt hashes to the eval split"
+    )
+    name: str | None = Field(
+        None, description="datasets.load_dataset name (hub id, needs the network) or local dataset directory"
+    )
     subset: str | None = Field(None, description="datasets config name (second argument of load_dataset)")
     split: str = Field("train", description="datasets split to train on")
     eval_split: str | None = Field(None, description="datasets split held out; default: the eval hash split of `split`")
     columns: Columns = Field(default_factory=Columns, description="which row columns hold prompt, answer and tests")
-    extra_columns: list[str] = Field(default_factory=list, description="more row columns kept in metadata and passed to reward functions")
-    template: str = Field("plain", description=f"prompt template: {', '.join(TEMPLATES)} (chat = the model's chat template)")
-    train_size: int | None = Field(None, ge=1, description=f"training problems; default {RG_TRAIN_SIZE} for reasoning-gym, all rows for files")
-    eval_size: int | None = Field(None, ge=1, description=f"held-out problems; default {RG_EVAL_SIZE} for reasoning-gym, all rows for files")
+    extra_columns: list[str] = Field(
+        default_factory=list, description="more row columns kept in metadata and passed to reward functions"
+    )
+    template: str = Field(
+        "plain", description=f"prompt template: {', '.join(TEMPLATES)} (chat = the model's chat template)"
+    )
+    train_size: int | None = Field(
+        None, ge=1, description=f"training problems; default {RG_TRAIN_SIZE} for reasoning-gym, all rows for files"
+    )
+    eval_size: int | None = Field(
+        None, ge=1, description=f"held-out problems; default {RG_EVAL_SIZE} for reasoning-gym, all rows for files"
+    )
     seed: int = Field(0, description="seed for drawing problems (and for subsampling rows when a size is set)")
     degenerate_golds: Literal["warn", "drop", "error", "off"] = Field(
-        "warn", description="gold answers (files and hub data without tests) that math-verify reads as something other "
-                            "than what is written (nothing; a constant for ASCII `sum_(i=1)^n i^3`): warn naming the "
-                            "rows, drop those rows, error (stop), or off (no check, no math-verify parse at load)")
+        "warn",
+        description="gold answers (files and hub data without tests) that math-verify reads as something other "
+        "than what is written (nothing; a constant for ASCII `sum_(i=1)^n i^3`): warn naming the "
+        "rows, drop those rows, error (stop), or off (no check, no math-verify parse at load)",
+    )
 
     @field_validator("template")
     @classmethod
@@ -89,8 +109,11 @@ class DataConfig(BaseModel):
             import difflib
 
             close = difflib.get_close_matches(v, TEMPLATES, n=1)
-            raise ValueError(f"unknown template {v!r}" + (f"; did you mean '{close[0]}'?" if close else "")
-                             + f" (known: {', '.join(TEMPLATES)})")
+            raise ValueError(
+                f"unknown template {v!r}"
+                + (f"; did you mean '{close[0]}'?" if close else "")
+                + f" (known: {', '.join(TEMPLATES)})"
+            )
         return v
 
     @model_validator(mode="after")
@@ -100,8 +123,10 @@ class DataConfig(BaseModel):
             if self.path is not None:
                 src = _SUFFIX.get(Path(self.path).suffix.lower(), "")
                 if not src:
-                    raise ValueError(f"cannot tell the format of path {self.path!r} from its suffix "
-                                     f"({', '.join(_SUFFIX)}); set data.source to jsonl or parquet")
+                    raise ValueError(
+                        f"cannot tell the format of path {self.path!r} from its suffix "
+                        f"({', '.join(_SUFFIX)}); set data.source to jsonl or parquet"
+                    )
             elif self.name is not None:
                 src = "hf"
             else:
@@ -133,8 +158,12 @@ def load_problems(cfg: DataConfig, tokenizer: Any = None) -> tuple[list[Problem]
             rows = humaneval_problems()
         except ValueError as e:
             raise _error(f"data.source: {e}") from None
-        train, evals = _split_size([p for p in rows if split_of(p.metadata["question"]) == "train"],
-                                   [p for p in rows if split_of(p.metadata["question"]) == "eval"], cfg, "HumanEval")
+        train, evals = _split_size(
+            [p for p in rows if split_of(p.metadata["question"]) == "train"],
+            [p for p in rows if split_of(p.metadata["question"]) == "eval"],
+            cfg,
+            "HumanEval",
+        )
     elif cfg.source == "hf":
         train, evals = _from_hub(cfg)
     else:
@@ -156,8 +185,10 @@ def _reasoning_gym(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
         import difflib
 
         close = difflib.get_close_matches(cfg.task, factory.DATASETS, n=3)
-        raise _error(f"data.task: unknown reasoning-gym task {cfg.task!r}"
-                     + (f"; did you mean {', '.join(close)}?" if close else ""))
+        raise _error(
+            f"data.task: unknown reasoning-gym task {cfg.task!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
     try:
         train = reasoning_gym_problems(cfg.task, cfg.task_config, "train", cfg.train_size, cfg.seed)
         evals = reasoning_gym_problems(cfg.task, cfg.task_config, "eval", cfg.eval_size, cfg.seed + 1)
@@ -176,9 +207,12 @@ def _from_files(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     train = _problems(rows, cfg, "data.path", cfg.path)
     if cfg.eval_path is not None:
         eval_source = _SUFFIX.get(Path(cfg.eval_path).suffix.lower(), cfg.source)
-        evals = _problems(_read_rows(cfg.eval_path, eval_source, "data.eval_path"), cfg, "data.eval_path", cfg.eval_path)
-        return _sized(train, cfg.train_size, "data.train_size", cfg.path, cfg.seed), \
-            _sized(evals, cfg.eval_size, "data.eval_size", cfg.eval_path, cfg.seed + 1)
+        evals = _problems(
+            _read_rows(cfg.eval_path, eval_source, "data.eval_path"), cfg, "data.eval_path", cfg.eval_path
+        )
+        return _sized(train, cfg.train_size, "data.train_size", cfg.path, cfg.seed), _sized(
+            evals, cfg.eval_size, "data.eval_size", cfg.eval_path, cfg.seed + 1
+        )
     return _split_size(*_hash_split(train), cfg, cfg.path)
 
 
@@ -187,8 +221,9 @@ def _from_hub(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     train = _problems(_load_hf(cfg, cfg.split), cfg, "data.name", f"{where} split {cfg.split!r}")
     if cfg.eval_split is not None:
         evals = _problems(_load_hf(cfg, cfg.eval_split), cfg, "data.name", f"{where} split {cfg.eval_split!r}")
-        return _sized(train, cfg.train_size, "data.train_size", where, cfg.seed), \
-            _sized(evals, cfg.eval_size, "data.eval_size", where, cfg.seed + 1)
+        return _sized(train, cfg.train_size, "data.train_size", where, cfg.seed), _sized(
+            evals, cfg.eval_size, "data.eval_size", where, cfg.seed + 1
+        )
     return _split_size(*_hash_split(train), cfg, f"{where} split {cfg.split!r}")
 
 
@@ -199,8 +234,10 @@ def _load_hf(cfg: DataConfig, split: str) -> list[tuple[int, dict[str, Any]]]:
         ds = datasets.load_dataset(cfg.name, cfg.subset, split=split)
     except Exception as e:  # offline, unknown name, unknown split: all are config errors here
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise _error(f"data.name: datasets.load_dataset({cfg.name!r}, {cfg.subset!r}, split={split!r}) failed: {msg}"
-                     " (a hub name needs the network; a local file is data.path)") from None
+        raise _error(
+            f"data.name: datasets.load_dataset({cfg.name!r}, {cfg.subset!r}, split={split!r}) failed: {msg}"
+            " (a hub name needs the network; a local file is data.path)"
+        ) from None
     if len(ds) == 0:
         raise _error(f"data.name: {cfg.name} split {split!r} has no rows")
     return [(i + 1, row) for i, row in enumerate(ds)]
@@ -262,8 +299,13 @@ def _problems(rows: list[tuple[int, dict[str, Any]]], cfg: DataConfig, key: str,
             if bad:
                 raise fail(n, row, f"column {c.tests!r}: {bad}")
         if row.get(c.answer) is not None:
-            answer = row[c.answer] if isinstance(row[c.answer], str) else json.dumps(row[c.answer]) \
-                if isinstance(row[c.answer], (list, dict)) else str(row[c.answer])
+            answer = (
+                row[c.answer]
+                if isinstance(row[c.answer], str)
+                else json.dumps(row[c.answer])
+                if isinstance(row[c.answer], (list, dict))
+                else str(row[c.answer])
+            )
         elif tests is None:
             raise fail(n, row, f"no {c.answer!r} column; set data.columns.answer")
         else:
@@ -292,8 +334,10 @@ def _check_golds(problems: list[Problem], cfg: DataConfig, key: str, where: str)
         return problems
     shown = "; ".join(f"row {p.metadata['row']} {_short(p.answer)[1:-1]} {why}" for p, why in bad[:_SHOW_ROWS])
     more = f"; and {len(bad) - _SHOW_ROWS} more rows" if len(bad) > _SHOW_ROWS else ""
-    msg = (f"{key}: {where}: {len(bad)} of {len(problems)} gold answers in column {cfg.columns.answer!r} are read by "
-           f"math-verify as something else, so math_accuracy would grade against that: {shown}{more}")
+    msg = (
+        f"{key}: {where}: {len(bad)} of {len(problems)} gold answers in column {cfg.columns.answer!r} are read by "
+        f"math-verify as something else, so math_accuracy would grade against that: {shown}{more}"
+    )
     if cfg.degenerate_golds == "error":
         raise _error(msg + " (data.degenerate_golds: drop leaves them out, warn goes on with them)")
     if cfg.degenerate_golds == "drop":
@@ -313,8 +357,10 @@ def _check_tests(tests: Any) -> str:
             return ""
         if all(isinstance(t, dict) and "input" in t and "output" in t for t in tests):
             return ""
-    return ("must be Python test source, a non-empty list of assert strings, or a non-empty list of "
-            f"{{input, output}} objects; got {type(tests).__name__} {_short(tests)}")
+    return (
+        "must be Python test source, a non-empty list of assert strings, or a non-empty list of "
+        f"{{input, output}} objects; got {type(tests).__name__} {_short(tests)}"
+    )
 
 
 def _short(x: Any) -> str:
@@ -328,14 +374,20 @@ def _hash_split(problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
     return train, evals
 
 
-def _split_size(train: list[Problem], evals: list[Problem], cfg: DataConfig, where: str) -> tuple[list[Problem], list[Problem]]:
+def _split_size(
+    train: list[Problem], evals: list[Problem], cfg: DataConfig, where: str
+) -> tuple[list[Problem], list[Problem]]:
     if not train:
         raise _error(f"data: {where} has no problems in the train split ({len(evals)} hashed to eval); add rows")
     if not evals:
-        raise _error(f"data: {where} has no problems in the eval split (1 in 10 prompts by hash; "
-                     f"{len(train)} rows all hashed to train); add rows or set data.eval_path / data.eval_split")
-    return (_sized(train, cfg.train_size, "data.train_size", where, cfg.seed),
-            _sized(evals, cfg.eval_size, "data.eval_size", where, cfg.seed + 1))
+        raise _error(
+            f"data: {where} has no problems in the eval split (1 in 10 prompts by hash; "
+            f"{len(train)} rows all hashed to train); add rows or set data.eval_path / data.eval_split"
+        )
+    return (
+        _sized(train, cfg.train_size, "data.train_size", where, cfg.seed),
+        _sized(evals, cfg.eval_size, "data.eval_size", where, cfg.seed + 1),
+    )
 
 
 def _sized(problems: list[Problem], size: int | None, key: str, where: str, seed: int) -> list[Problem]:

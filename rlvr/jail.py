@@ -81,9 +81,14 @@ def mount(src, dst, fstype, flags, data=None):
 def _locked_flags(path):
     """Mount flags a remount must keep: inside a user namespace the kernel refuses to clear them."""
     f = os.statvfs(path).f_flag
-    pairs = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-             (getattr(os, "ST_NOATIME", 1024), 1024), (getattr(os, "ST_NODIRATIME", 2048), 2048),
-             (getattr(os, "ST_RELATIME", 4096), 1 << 21))
+    pairs = (
+        (os.ST_NOSUID, MS_NOSUID),
+        (os.ST_NODEV, MS_NODEV),
+        (os.ST_NOEXEC, MS_NOEXEC),
+        (getattr(os, "ST_NOATIME", 1024), 1024),
+        (getattr(os, "ST_NODIRATIME", 2048), 2048),
+        (getattr(os, "ST_RELATIME", 4096), 1 << 21),
+    )
     return sum(ms for st, ms in pairs if f & st)
 
 
@@ -102,8 +107,7 @@ def build_root(new, a, report):
     with open(os.path.join(new, "solution.py"), "rb") as f:
         code = f.read()
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
-    mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV,
-          "size=%dm,nr_inodes=16384,mode=0755" % a["tmpfs_mb"])
+    mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,nr_inodes=16384,mode=0755" % a["tmpfs_mb"])
     os.umask(0o022)
     for d in SYSTEM_DIRS:
         src = "/" + d
@@ -121,8 +125,12 @@ def build_root(new, a, report):
     for d in DEVICES:
         open(new + "/dev/" + d, "w").close()
         mount("/dev/" + d, new + "/dev/" + d, None, MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, new + "/dev/" + name)
     os.makedirs(new + "/proc")
     try:
@@ -169,11 +177,22 @@ def seccomp_filter():
     LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JSET|K, BPF_RET|K
     ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW, RET_ERRNO | errno
     prog = [
-        (LD, 0, 0, 4), (JEQ, 1, 0, audit), (RET, 0, 0, EPERM),  # another architecture's calls
-        (LD, 0, 0, 0), (JSET, 0, 1, 0x40000000), (RET, 0, 0, EPERM),  # x32 calls
-        (JEQ, 0, 1, clone3), (RET, 0, 0, ENOSYS),
-        (JEQ, 2, 0, unshare), (JEQ, 1, 0, setns), (JEQ, 0, 1, mnt), (RET, 0, 0, EPERM),
-        (JEQ, 0, 3, clone), (LD, 0, 0, 16), (JSET, 0, 1, CLONE_NEW_ANY), (RET, 0, 0, EPERM),
+        (LD, 0, 0, 4),
+        (JEQ, 1, 0, audit),
+        (RET, 0, 0, EPERM),  # another architecture's calls
+        (LD, 0, 0, 0),
+        (JSET, 0, 1, 0x40000000),
+        (RET, 0, 0, EPERM),  # x32 calls
+        (JEQ, 0, 1, clone3),
+        (RET, 0, 0, ENOSYS),
+        (JEQ, 2, 0, unshare),
+        (JEQ, 1, 0, setns),
+        (JEQ, 0, 1, mnt),
+        (RET, 0, 0, EPERM),
+        (JEQ, 0, 3, clone),
+        (LD, 0, 0, 16),
+        (JSET, 0, 1, CLONE_NEW_ANY),
+        (RET, 0, 0, EPERM),
         (RET, 0, 0, ALLOW),
     ]
 
@@ -275,8 +294,11 @@ def enter_namespaces(a, report):
         for name, text in (("setgroups", "deny"), ("uid_map", "0 %d 1" % uid), ("gid_map", "0 %d 1" % gid)):
             with open("/proc/self/" + name, "w") as f:
                 f.write(text)
-    report.update(network="namespace", jail="namespaces",
-                  user="uid %d" % a["uid"] if a["uid"] is not None else "user namespace (uid %d as 0)" % uid)
+    report.update(
+        network="namespace",
+        jail="namespaces",
+        user="uid %d" % a["uid"] if a["uid"] is not None else "user namespace (uid %d as 0)" % uid,
+    )
 
 
 _INTERPRETERS = {}
@@ -291,11 +313,14 @@ def interpreter(python: str) -> dict:
     import subprocess
 
     if python not in _INTERPRETERS:
-        code = ("import json, os, sys; print(json.dumps([[sys.prefix, sys.base_prefix, sys.exec_prefix, "
-                "sys.base_exec_prefix], [p for p in sys.path if os.path.isabs(p) and os.path.exists(p)]]))")
+        code = (
+            "import json, os, sys; print(json.dumps([[sys.prefix, sys.base_prefix, sys.exec_prefix, "
+            "sys.base_exec_prefix], [p for p in sys.path if os.path.isabs(p) and os.path.exists(p)]]))"
+        )
         try:
-            prefixes, path = json.loads(subprocess.run([python, "-I", "-c", code], capture_output=True,
-                                                       timeout=60).stdout)
+            prefixes, path = json.loads(
+                subprocess.run([python, "-I", "-c", code], capture_output=True, timeout=60).stdout
+            )
         except (OSError, ValueError, subprocess.SubprocessError, TypeError):
             prefixes, path = [], []
         # prefixes only: a path entry elsewhere (an old-style editable install: the repo) stays outside
@@ -337,8 +362,12 @@ def main():
     with os.fdopen(int(sys.argv[1]), "rb") as f:
         a = json.loads(f.read())
     out = a["status_fd"]
-    report = {"network": "python-guard", "user": "none", "jail": "none",
-              "seccomp": "on" if platform.machine() in SECCOMP else "none (unknown architecture)"}
+    report = {
+        "network": "python-guard",
+        "user": "none",
+        "jail": "none",
+        "seccomp": "on" if platform.machine() in SECCOMP else "none (unknown architecture)",
+    }
     state = {"pid": None, "jail": a["jail"]}
 
     def kill_tree():

@@ -95,9 +95,13 @@ def dumps(msg):
     return (_json.dumps(msg, separators=(",", ":")) + "\n").encode()
 '''
 
-exec(CODEC)  # encode, decode, dumps: the same code on both sides
+_codec: dict[str, Any] = {}
+exec(CODEC, _codec)  # the same code on both sides
+encode, decode, dumps = _codec["encode"], _codec["decode"], _codec["dumps"]
 
-SERVER = CODEC + r'''
+SERVER = (
+    CODEC
+    + r"""
 import os, sys, types
 _calls, _answers = os.fdopen(3, "rb"), os.fdopen(4, "wb")
 _g = {"__name__": "solution", "__builtins__": __builtins__}
@@ -135,9 +139,10 @@ for _line in _calls:
     except Exception as _e:
         _out = {"e": type(_e).__name__, "m": str(_e)[:1000]}
     _send(_out)
-'''
+"""
+)
 
-INSIDE = r'''
+INSIDE = r"""
 import json, os, sys
 _p = json.loads(sys.stdin.buffer.read())
 _fd = os.open("/dev/null", os.O_RDONLY)
@@ -148,7 +153,7 @@ with open("solution.py") as _f:
     exec(compile(_f.read(), "solution.py", "exec"), _g)
 exec(compile(_p.pop("tests"), "tests", "exec"), _g)
 os.write(3, _p.pop("secret").encode())
-'''
+"""
 
 
 _ENDS_ITERATION = (StopIteration, StopAsyncIteration)
@@ -269,18 +274,41 @@ def serve(spec: dict[str, Any], calls_fd: int, answers_fd: int, verdict_fd: int)
 # ------------------------------------------------------------ the trainer's side
 
 
-def check_function(code: str, tests: str, *, prefix: str = "", entry_point: str | None = None,
-                   timeout: float = 10.0, memory_mb: int = 1024, max_processes: int = 8):
+def check_function(
+    code: str,
+    tests: str,
+    *,
+    prefix: str = "",
+    entry_point: str | None = None,
+    timeout: float = 10.0,
+    memory_mb: int = 1024,
+    max_processes: int = 8,
+):
     """Run `tests` in a judge against the program `code` in the jail; a sandbox Result, passed as the judge says."""
     from rlvr.sandbox import Result, _run_with
 
     verdict_r, verdict_w = os.pipe()
-    judge = {"prefix": prefix, "tests": tests, "entry_point": entry_point, "timeout": float(timeout),
-             "memory_mb": max(2048, 4 * (MAX_MESSAGE >> 20)), "path": [p for p in sys.path if os.path.isabs(p)],
-             "module": os.path.abspath(__file__), "verdict_fd": verdict_w}
+    judge = {
+        "prefix": prefix,
+        "tests": tests,
+        "entry_point": entry_point,
+        "timeout": float(timeout),
+        "memory_mb": max(2048, 4 * (MAX_MESSAGE >> 20)),
+        "path": [p for p in sys.path if os.path.isabs(p)],
+        "module": os.path.abspath(__file__),
+        "verdict_fd": verdict_w,
+    }
     try:
-        r = _run_with(code, harness=SERVER, judge=judge, timeout=timeout, memory_mb=memory_mb, cpu_seconds=None,
-                      max_processes=max_processes, file_size_mb=16)
+        r = _run_with(
+            code,
+            harness=SERVER,
+            judge=judge,
+            timeout=timeout,
+            memory_mb=memory_mb,
+            cpu_seconds=None,
+            max_processes=max_processes,
+            file_size_mb=16,
+        )
         with os.fdopen(verdict_r, "rb") as f:
             verdict_r = -1
             os.set_blocking(f.fileno(), False)
@@ -291,14 +319,22 @@ def check_function(code: str, tests: str, *, prefix: str = "", entry_point: str 
     try:
         verdict = json.loads(raw)
     except ValueError:
-        return Result(False, "error", r.stdout, (r.stderr + "\nrlvr judge: no verdict").strip(), r.duration,
-                      r.returncode, r.isolation)
+        return Result(
+            False,
+            "error",
+            r.stdout,
+            (r.stderr + "\nrlvr judge: no verdict").strip(),
+            r.duration,
+            r.returncode,
+            r.isolation,
+        )
     if verdict.get("passed") is True:
         return Result(True, "ok", r.stdout, r.stderr, r.duration, r.returncode, r.isolation)
     status = r.status if r.status in ("timeout", "memory", "error") else ("error" if "error" in verdict else "fail")
     why = verdict.get("failed") or verdict.get("died") or verdict.get("error", "")
-    return Result(False, status, r.stdout, (r.stderr + f"\nrlvr judge: {why}").strip(), r.duration, r.returncode,
-                  r.isolation)
+    return Result(
+        False, status, r.stdout, (r.stderr + f"\nrlvr judge: {why}").strip(), r.duration, r.returncode, r.isolation
+    )
 
 
 def run_inside(code: str, tests: str, *, timeout: float = 10.0, memory_mb: int = 1024, max_processes: int = 8):
@@ -310,9 +346,17 @@ def run_inside(code: str, tests: str, *, timeout: float = 10.0, memory_mb: int =
     secret = secrets.token_hex(16)
     got_r, got_w = os.pipe()
     try:
-        r = _run_with(code, harness=INSIDE, fds=(got_w,), stdin=json.dumps({"tests": tests, "secret": secret}),
-                      timeout=timeout, memory_mb=memory_mb, cpu_seconds=None, max_processes=max_processes,
-                      file_size_mb=16)
+        r = _run_with(
+            code,
+            harness=INSIDE,
+            fds=(got_w,),
+            stdin=json.dumps({"tests": tests, "secret": secret}),
+            timeout=timeout,
+            memory_mb=memory_mb,
+            cpu_seconds=None,
+            max_processes=max_processes,
+            file_size_mb=16,
+        )
         os.set_blocking(got_r, False)
         try:
             got = os.read(got_r, 4096)
@@ -324,4 +368,3 @@ def run_inside(code: str, tests: str, *, timeout: float = 10.0, memory_mb: int =
     if r.status == "ok" and not r.passed:
         r.status = "fail"
     return r
-

@@ -73,9 +73,7 @@ def _weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.to(like.dtype)
 
 
-def masked_sum(
-    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
-) -> torch.Tensor:
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
     """Sum of x * mask over `dim` (all dims when None). Local to this process."""
     m = _weights(mask, x)  # [B, T]
     # where() rather than x * m alone: padding may hold inf/NaN and 0 * inf = NaN.
@@ -89,9 +87,7 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), 0.0)
 
 
-def masked_mean(
-    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
-) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
     """Mean of x over the masked tokens (over `dim`, or all). Empty rows/batch give 0."""
     return _safe_div(masked_sum(x, mask, dim), masked_sum(torch.ones_like(x), mask, dim))
 
@@ -174,8 +170,7 @@ def agg_loss(
     if mode == "seq-mean-token-sum-norm":
         if norm_constant is None:
             raise ValueError(
-                "agg_loss mode 'seq-mean-token-sum-norm' requires norm_constant "
-                "(set it to the max response length)"
+                "agg_loss mode 'seq-mean-token-sum-norm' requires norm_constant (set it to the max response length)"
             )
         if norm_constant <= 0:
             raise ValueError(f"norm_constant must be > 0, got {norm_constant}")

@@ -8,8 +8,8 @@ import torch
 
 from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError
-from rlvr.tiny import TINY_MODEL, ensure_tiny_model
 from rlvr.losses import entropy_from_logits, logprobs_from_logits
+from rlvr.tiny import TINY_MODEL, ensure_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,9 +71,10 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def response_values(critic: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
     """V(s_t) for each response token t: the critic's output at the position before it. [B, R]"""
     R = batch.response_mask.shape[1]
-    out = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                 position_ids=position_ids(batch.attention_mask))
-    return out.logits[:, -R - 1:-1, 0].float()  # [B, R]
+    out = critic(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids(batch.attention_mask)
+    )
+    return out.logits[:, -R - 1 : -1, 0].float()  # [B, R]
 
 
 def response_logprobs(

@@ -73,8 +73,8 @@ class HFEngine:
         try:
             for s in range(0, ids.shape[0], self.batch_size):
                 out = self.model.generate(
-                    input_ids=ids[s:s + self.batch_size].to(device),
-                    attention_mask=att[s:s + self.batch_size].to(device),
+                    input_ids=ids[s : s + self.batch_size].to(device),
+                    attention_mask=att[s : s + self.batch_size].to(device),
                     **kwargs,
                 )
                 chunks.append(out[:, P:].cpu())
@@ -86,8 +86,14 @@ class HFEngine:
         return make_batch(ids, att, resp, problems, n, tok)
 
 
-def make_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, responses: torch.Tensor,
-               problems: list[Problem], n: int, tokenizer) -> RolloutBatch:
+def make_batch(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    responses: torch.Tensor,
+    problems: list[Problem],
+    n: int,
+    tokenizer,
+) -> RolloutBatch:
     """Assemble a RolloutBatch from left-padded prompts [B, P] and raw responses [B, R].
 
     Everything after the first eos is padding; a response without eos is truncated.
@@ -120,6 +126,8 @@ def build_engine(name: str, model: torch.nn.Module, tokenizer, *, batch_size: in
         try:
             import vllm  # noqa: F401
         except ImportError:
-            raise RuntimeError("rollout.engine: 'vllm' needs the optional extra: pip install 'rlvr[vllm]' (CUDA only)") from None
+            raise RuntimeError(
+                "rollout.engine: 'vllm' needs the optional extra: pip install 'rlvr[vllm]' (CUDA only)"
+            ) from None
         raise NotImplementedError("rollout.engine: the vllm backend is not built yet; use 'hf'")
     raise ValueError(f"rollout.engine: unknown engine {name!r} (known: hf, vllm)")

@@ -76,7 +76,7 @@ class Result:
 
 
 # Runs as the program's interpreter: `python -I -c _HARNESS` in the work dir.
-_HARNESS = r'''
+_HARNESS = r"""
 import os, runpy, sys
 if os.environ.get("RLVR_SANDBOX_NO_NETWORK"):
     import socket
@@ -91,7 +91,7 @@ except MemoryError:
     sys.stdout.flush()
     os.write(2, b"MemoryError\n")
     os._exit(86)
-'''
+"""
 
 
 # ------------------------------------------------------------ sandbox uids
@@ -154,8 +154,10 @@ def isolation() -> dict[str, Any]:
         if r.status == "ok" and r.stdout.strip() == "ok":
             found: dict[str, Any] = {"python": py, "drop_uid": root, "jail": True, "missing": []}
             if r.isolation.get("seccomp") != "on":
-                found["missing"].append(f"seccomp ({r.isolation.get('seccomp', 'unknown')}): a program can make "
-                                        "namespaces of its own, mount a tmpfs there and fill it past the memory bound")
+                found["missing"].append(
+                    f"seccomp ({r.isolation.get('seccomp', 'unknown')}): a program can make "
+                    "namespaces of its own, mount a tmpfs there and fill it past the memory bound"
+                )
                 print("rlvr sandbox: WARNING: " + found["missing"][-1], file=sys.stderr)
         else:
             jail_error = (r.stderr.strip().splitlines() or [r.status])[-1]
@@ -169,12 +171,16 @@ def isolation() -> dict[str, Any]:
             r = _run(probe, python=found["python"], drop_uid=found["drop_uid"], jail=False, **kw)
             found["missing"] = list(MISSING_WITHOUT_JAIL)
             if not found["drop_uid"]:
-                found["missing"].append("own uid: the program runs as the trainer's user and can write "
-                                        "wherever the user can")
+                found["missing"].append(
+                    "own uid: the program runs as the trainer's user and can write wherever the user can"
+                )
             if r.isolation.get("network") != "namespace":
                 found["missing"].append("network namespace: a Python-level socket guard only (ctypes can bypass it)")
-            print(f"rlvr sandbox: WARNING: the kernel refused the jail ({jail_error}); programs run with "
-                  "weaker containment. Missing: " + "; ".join(found["missing"]), file=sys.stderr)
+            print(
+                f"rlvr sandbox: WARNING: the kernel refused the jail ({jail_error}); programs run with "
+                "weaker containment. Missing: " + "; ".join(found["missing"]),
+                file=sys.stderr,
+            )
         found["network"] = r.isolation.get("network", "unknown")
         found["user"] = r.isolation.get("user", "none")
         found["works"] = r.status == "ok"
@@ -187,9 +193,17 @@ def isolation() -> dict[str, Any]:
 # ------------------------------------------------------------ running programs
 
 
-def run_program(code: str, *, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None,
-                max_processes: int = 8, file_size_mb: int = 16, stdin: str | None = None,
-                python: str | None = None) -> Result:
+def run_program(
+    code: str,
+    *,
+    timeout: float = 10.0,
+    memory_mb: int = 1024,
+    cpu_seconds: int | None = None,
+    max_processes: int = 8,
+    file_size_mb: int = 16,
+    stdin: str | None = None,
+    python: str | None = None,
+) -> Result:
     """Run Python `code` sandboxed; `passed` when it exits 0 within every limit.
 
     timeout: wall-clock seconds for the whole process tree; cpu_seconds: CPU time
@@ -199,8 +213,16 @@ def run_program(code: str, *, timeout: float = 10.0, memory_mb: int = 1024, cpu_
     and the size of the jail's tmpfs; stdin: text fed to the program; python:
     the interpreter (default: probed, see `isolation`).
     """
-    return _run_with(code, timeout=timeout, memory_mb=memory_mb, cpu_seconds=cpu_seconds, max_processes=max_processes,
-                     file_size_mb=file_size_mb, stdin=stdin, python=python)
+    return _run_with(
+        code,
+        timeout=timeout,
+        memory_mb=memory_mb,
+        cpu_seconds=cpu_seconds,
+        max_processes=max_processes,
+        file_size_mb=file_size_mb,
+        stdin=stdin,
+        python=python,
+    )
 
 
 def _run_with(code: str, *, python: str | None = None, **kw: Any) -> Result:
@@ -214,6 +236,7 @@ def run_many(programs: Sequence[str | dict[str, Any]], *, workers: int = 4, **li
     A program is its code, or a dict of `run_program` keyword arguments with a
     `code` key (e.g. {"code": ..., "stdin": ...}); `limits` apply to all.
     """
+
     def one(p: str | dict[str, Any]) -> Result:
         kw = dict(limits)
         if isinstance(p, dict):
@@ -231,13 +254,33 @@ def run_many(programs: Sequence[str | dict[str, Any]], *, workers: int = 4, **li
         return list(pool.map(one, programs))
 
 
-_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+}
 
 
-def _run(code: str, *, python: str, drop_uid: bool, jail: bool, timeout: float, memory_mb: int,
-         cpu_seconds: int | None, max_processes: int, file_size_mb: int, stdin: str | bytes | None = None,
-         harness: str = _HARNESS, fds: Sequence[int] = (), judge: dict[str, Any] | None = None) -> Result:
+def _run(
+    code: str,
+    *,
+    python: str,
+    drop_uid: bool,
+    jail: bool,
+    timeout: float,
+    memory_mb: int,
+    cpu_seconds: int | None,
+    max_processes: int,
+    file_size_mb: int,
+    stdin: str | bytes | None = None,
+    harness: str = _HARNESS,
+    fds: Sequence[int] = (),
+    judge: dict[str, Any] | None = None,
+) -> Result:
     """One program. `fds` become the program's fds 3, 4, ... and are closed here once it started.
 
     `judge` (rlvr.judge) has the launcher fork a judge wired to the program's fds 3 and 4.
@@ -262,18 +305,36 @@ def _run(code: str, *, python: str, drop_uid: bool, jail: bool, timeout: float, 
         nproc = max_processes if (uid is not None or jail) else _own_process_count() + max_processes
         home = "/sandbox" if jail else workdir
         args = {
-            "status_fd": status_w, "jail": jail, "uid": uid, "python": python, "workdir": workdir,
-            "harness": harness, "timeout": float(timeout), "fds": list(fds), "judge": judge,
-            "binds": interpreter(python)["binds"] if jail else [], "tmpfs_mb": int(file_size_mb) + 1,
+            "status_fd": status_w,
+            "jail": jail,
+            "uid": uid,
+            "python": python,
+            "workdir": workdir,
+            "harness": harness,
+            "timeout": float(timeout),
+            "fds": list(fds),
+            "judge": judge,
+            "binds": interpreter(python)["binds"] if jail else [],
+            "tmpfs_mb": int(file_size_mb) + 1,
             "path": interpreter(python)["path"],
             "env": dict(_ENV, HOME=home, TMPDIR="/tmp" if jail else workdir),
-            "limits": {"as": (int(memory_mb) << 20) // max(1, int(max_processes)),
-                       "cpu": int(cpu_seconds or max(1, -(-timeout // 1))),
-                       "fsize": int(file_size_mb) << 20, "nproc": int(nproc)},
+            "limits": {
+                "as": (int(memory_mb) << 20) // max(1, int(max_processes)),
+                "cpu": int(cpu_seconds or max(1, -(-timeout // 1))),
+                "fsize": int(file_size_mb) << 20,
+                "nproc": int(nproc),
+            },
         }
-        proc = subprocess.Popen([sys.executable, "-I", "-S", _JAIL, str(cfg_r)],
-                                stdin=in_f, stdout=out_f, stderr=err_f, pass_fds=(status_w, cfg_r, *owned),
-                                start_new_session=True, cwd=workdir, env={"PATH": "/usr/bin:/bin"})
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", _JAIL, str(cfg_r)],
+            stdin=in_f,
+            stdout=out_f,
+            stderr=err_f,
+            pass_fds=(status_w, cfg_r, *owned),
+            start_new_session=True,
+            cwd=workdir,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         for fd in (status_w, cfg_r, *owned):
             os.close(fd)
         status_w = cfg_r = -1
@@ -294,8 +355,15 @@ def _run(code: str, *, python: str, drop_uid: bool, jail: bool, timeout: float, 
         status, rc = _classify(report, proc.returncode, err)
         iso = {k: report[k] for k in ("network", "user", "jail", "proc", "root", "seccomp") if k in report}
         iso["memory"] = f"rlimit: {max_processes} x {memory_mb / max(1, max_processes):.0f} MiB"
-        return Result(passed=status == "ok", status=status, stdout=out, stderr=err, duration=duration,
-                      returncode=rc, isolation=iso)
+        return Result(
+            passed=status == "ok",
+            status=status,
+            stdout=out,
+            stderr=err,
+            duration=duration,
+            returncode=rc,
+            isolation=iso,
+        )
     except OSError as e:
         return Result(passed=False, status="error", stderr=f"rlvr sandbox: {e!r}", duration=time.monotonic() - t0)
     finally:
@@ -387,8 +455,13 @@ def _kill_uid(uid: int) -> None:
     for _ in range(3):
         if not _uid_alive(uid):
             return
-        subprocess.run([sys.executable, "-I", "-S", "-c", _KILL_AS_UID, str(uid)], env={},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _KILL_AS_UID, str(uid)],
+            env={},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
         time.sleep(0.05)
 
 

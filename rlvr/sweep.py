@@ -57,10 +57,18 @@ class SweepConfig(BaseModel):
     base: str = Field(description="base recipe, relative to the sweep file")
     output_dir: str = Field(description="sweep directory: one sub-directory per cell")
     axes: dict[str, list[Any]] = Field(description="algorithm / seed / dotted key -> values; the grid is their product")
-    recipes: dict[str, str] = Field(default_factory=dict, description="algorithm -> its recipe, relative to the sweep file (default: <algorithm>.yaml beside the base, if there)")
-    algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm options, on top of its recipe")
+    recipes: dict[str, str] = Field(
+        default_factory=dict,
+        description="algorithm -> its recipe, relative to the sweep file (default: <algorithm>.yaml beside the base, if there)",
+    )
+    algorithms: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-algorithm options, on top of its recipe"
+    )
     overrides: list[str] = Field(default_factory=list, description="dotted overrides applied to every cell")
-    eval: EvalOverrides = Field(default_factory=EvalOverrides, description="the eval after each run: any eval setting (rlvr.eval.EvalSettings), unset = the cell recipe's eval: section")
+    eval: EvalOverrides = Field(
+        default_factory=EvalOverrides,
+        description="the eval after each run: any eval setting (rlvr.eval.EvalSettings), unset = the cell recipe's eval: section",
+    )
     accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
 
 
@@ -91,14 +99,17 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
             raw, source = cell_recipe(sweep, base, settings)
         except ConfigError as e:
             raise ConfigError(f"{p}: {e}") from None
-        config_from_dict(raw, cell_overrides(sweep, settings, Path(sweep.output_dir) / cell_name(settings)),
-                         where=f"{p}: cell {cell_name(settings)} ({source.name}): ")
+        config_from_dict(
+            raw,
+            cell_overrides(sweep, settings, Path(sweep.output_dir) / cell_name(settings)),
+            where=f"{p}: cell {cell_name(settings)} ({source.name}): ",
+        )
     return sweep, base
 
 
 def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
     keys = list(sweep.axes)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.axes[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep.axes[k] for k in keys))]
 
 
 def cell_name(settings: dict[str, Any]) -> str:
@@ -130,8 +141,9 @@ def cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> tup
         section = raw.get("algorithm") if isinstance(raw.get("algorithm"), dict) else {}
         if section.get("name") != name:
             if source != base or name in sweep.recipes:
-                raise ConfigError(f"{source} trains {section.get('name')!r}, not {name!r}: "
-                                  f"name {name}'s own recipe under recipes:")
+                raise ConfigError(
+                    f"{source} trains {section.get('name')!r}, not {name!r}: name {name}'s own recipe under recipes:"
+                )
             section = {"name": name}
         raw["algorithm"] = {**section, **sweep.algorithms.get(name, {})}
     return raw, source
@@ -189,11 +201,15 @@ def run_sweep(path: str | Path, *, launcher: str = "inprocess", only: int | None
         if launcher == "print":
             print("\n".join(launch_commands(sweep, recipe, overrides, out)))
             continue
-        (out / "cell.json").write_text(json.dumps({"settings": settings, "overrides": overrides,
-                                                   "recipe": str(recipe_source(sweep, base, settings))}, indent=1))
+        (out / "cell.json").write_text(
+            json.dumps(
+                {"settings": settings, "overrides": overrides, "recipe": str(recipe_source(sweep, base, settings))},
+                indent=1,
+            )
+        )
         t0 = time.time()
         if launcher == "accelerate":
-            for cmd in launch_commands(sweep, recipe, overrides, out)[1 if state == "trained" else 0:]:
+            for cmd in launch_commands(sweep, recipe, overrides, out)[1 if state == "trained" else 0 :]:
                 subprocess.run(shlex.split(cmd), check=True)
         else:
             run_cell_inprocess(sweep, recipe, overrides, out, train=state != "trained")
@@ -231,5 +247,11 @@ def run_cell_inprocess(sweep: SweepConfig, recipe: Path, overrides: list[str], o
         del trainer
         gc.collect()
     cfg = load_config(out / "config.yaml")  # the run's resolved config, as `rlvr eval --model` reads it
-    runner.evaluate_run(cfg, model=str(out / "final"), base=cfg.model.path, overrides=eval_overrides(sweep),
-                        out_dir=out / "eval", label=out.name)
+    runner.evaluate_run(
+        cfg,
+        model=str(out / "final"),
+        base=cfg.model.path,
+        overrides=eval_overrides(sweep),
+        out_dir=out / "eval",
+        label=out.name,
+    )

@@ -32,9 +32,7 @@ def split_of(text: str) -> str:
     return "eval" if h % EVAL_BUCKETS == 0 else "train"
 
 
-def reasoning_gym_problems(
-    name: str, config: dict[str, Any], split: str, size: int, seed: int
-) -> list[Problem]:
+def reasoning_gym_problems(name: str, config: dict[str, Any], split: str, size: int, seed: int) -> list[Problem]:
     """`size` distinct problems of reasoning-gym dataset `name` that fall in `split`.
 
     Problems are drawn from reasoning-gym with `seed`, de-duplicated by prompt and
@@ -56,8 +54,12 @@ def reasoning_gym_problems(
                 continue
             seen.add(q)
             out.append(
-                Problem(prompt=q, answer=str(entry["answer"]),
-                        metadata={"entry": entry, "task": name}, id=f"{name}-{split}-{len(out)}")
+                Problem(
+                    prompt=q,
+                    answer=str(entry["answer"]),
+                    metadata={"entry": entry, "task": name},
+                    id=f"{name}-{split}-{len(out)}",
+                )
             )
             if len(out) == size:
                 return out
@@ -90,7 +92,20 @@ def humaneval_problems() -> list[Problem]:
     out = []
     for task_id, row in read_problems().items():
         tests = f"{row['test']}\n\ncheck({row['entry_point']})\n"
-        out.append(Problem(prompt=row["prompt"], answer=row["canonical_solution"], id=task_id, metadata={
-            "question": row["prompt"], "answer": row["canonical_solution"], "tests": tests, "columns": {},
-            "code_prefix": row["prompt"], "entry_point": row["entry_point"], "task": "humaneval"}))
+        out.append(
+            Problem(
+                prompt=row["prompt"],
+                answer=row["canonical_solution"],
+                id=task_id,
+                metadata={
+                    "question": row["prompt"],
+                    "answer": row["canonical_solution"],
+                    "tests": tests,
+                    "columns": {},
+                    "code_prefix": row["prompt"],
+                    "entry_point": row["entry_point"],
+                    "task": "humaneval",
+                },
+            )
+        )
     return out

@@ -62,8 +62,11 @@ def apply_template(name: str, question: str, tokenizer: Any = None) -> str:
         if tokenizer is None:
             raise ConfigError("data.template: 'chat' uses the model's chat template; load_problems needs the tokenizer")
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("data.template: 'chat' but the model's tokenizer has no chat template; "
-                              f"use one of: {', '.join(t for t in TEMPLATES if t != 'chat')}")
-        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                             add_generation_prompt=True)
+            raise ConfigError(
+                "data.template: 'chat' but the model's tokenizer has no chat template; "
+                f"use one of: {', '.join(t for t in TEMPLATES if t != 'chat')}"
+            )
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
     return TEMPLATES[name].format(question=question)

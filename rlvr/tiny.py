@@ -89,11 +89,18 @@ _SETTINGS: dict[str, Any] = {
         "num_key_value_heads": 4,
         "max_position_embeddings": 64,
     },
-    "train": {"steps": 1500, "batch_size": 64, "lr": 3e-3, "warmup": 50, "weight_decay": 0.0,
-              "min_lr_ratio": 0.1,
-              # the imperfect teacher: half the time an SFT target has its sign flipped (drawn
-              # afresh at every use), so the base knows the sign but samples it carelessly
-              "answer_noise": 0.5, "noise_deltas": ["sign"]},
+    "train": {
+        "steps": 1500,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "warmup": 50,
+        "weight_decay": 0.0,
+        "min_lr_ratio": 0.1,
+        # the imperfect teacher: half the time an SFT target has its sign flipped (drawn
+        # afresh at every use), so the base knows the sign but samples it carelessly
+        "answer_noise": 0.5,
+        "noise_deltas": ["sign"],
+    },
 }
 
 _MARKER = "rlvr_tiny.json"
@@ -121,10 +128,12 @@ def _build_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length: in
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -178,9 +187,12 @@ def _encode_examples(problems, tokenizer, deltas: Sequence[int] = ()):
     eos = tokenizer.eos_token_id
     prompts = tokenizer([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
     out = []
-    for p, prompt_ids in zip(problems, prompts):
-        answers = [p.answer] + [str(-int(p.answer)) if d == "sign" else str(int(p.answer) + d) for d in deltas
-                                if not (d == "sign" and int(p.answer) == 0)]
+    for p, prompt_ids in zip(problems, prompts, strict=True):
+        answers = [p.answer] + [
+            str(-int(p.answer)) if d == "sign" else str(int(p.answer) + d)
+            for d in deltas
+            if not (d == "sign" and int(p.answer) == 0)
+        ]
         comps = tokenizer([" " + a for a in answers], add_special_tokens=False)["input_ids"]
         out.append((list(prompt_ids), [list(c) + [eos] for c in comps]))
     return out
@@ -199,21 +211,22 @@ def _train(model, examples, train_cfg: dict[str, Any], pad_id: int, seed: int, p
         `noise` a near miss drawn afresh every time (an imperfect teacher)."""
         flip = torch.rand(len(idx), generator=gen) < noise
         pick = torch.randint(1, 1 + max(1, len(examples[0][1]) - 1), (len(idx),), generator=gen)
-        rows = [(examples[i][0], examples[i][1][int(pick[j]) if flip[j] and len(examples[i][1]) > 1 else 0])
-                for j, i in enumerate(idx)]
+        rows = [
+            (examples[i][0], examples[i][1][int(pick[j]) if flip[j] and len(examples[i][1]) > 1 else 0])
+            for j, i in enumerate(idx)
+        ]
         width = max(len(p) + len(c) for p, c in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for j, (p, c) in enumerate(rows):
             seq = p + c
-            ids[j, :len(seq)] = torch.tensor(seq)
-            mask[j, :len(seq)] = 1
-            labels[j, len(p):len(seq)] = torch.tensor(c)
+            ids[j, : len(seq)] = torch.tensor(seq)
+            mask[j, : len(seq)] = 1
+            labels[j, len(p) : len(seq)] = torch.tensor(c)
         return ids, mask, labels
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
-                            weight_decay=train_cfg["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=train_cfg["weight_decay"])
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -228,13 +241,14 @@ def _train(model, examples, train_cfg: dict[str, Any], pad_id: int, seed: int, p
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=steps, desc="tiny SFT", unit="step")
     model.train()
     ema = None
     for step in range(steps):
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos: pos + bs].tolist()
+        idx = order[pos : pos + bs].tolist()
         pos += bs
         ids, mask, labels = make_batch(idx, gen)
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
@@ -278,17 +292,19 @@ def build_tiny_model(out_dir, *, seed: int = 0, progress: bool = True) -> pathli
     try:
         with torch.random.fork_rng(devices=[]):
             task = settings["task"]
-            problems = reasoning_gym_problems(task["name"], task["config"], split="train",
-                                              size=settings["n_train"], seed=seed)
+            problems = reasoning_gym_problems(
+                task["name"], task["config"], split="train", size=settings["n_train"], seed=seed
+            )
             random.Random(seed).shuffle(problems)
-            tokenizer = _build_tokenizer([p.prompt + " " + p.answer for p in problems],
-                                         settings["tokenizer"]["vocab_size"],
-                                         settings["model"]["max_position_embeddings"])
+            tokenizer = _build_tokenizer(
+                [p.prompt + " " + p.answer for p in problems],
+                settings["tokenizer"]["vocab_size"],
+                settings["model"]["max_position_embeddings"],
+            )
             torch.manual_seed(seed)
             model = _build_model(settings["model"], tokenizer)
             examples = _encode_examples(problems, tokenizer, settings["train"].get("noise_deltas", ()))
-            final_loss = _train(model, examples, settings["train"], tokenizer.pad_token_id,
-                                seed, progress)
+            final_loss = _train(model, examples, settings["train"], tokenizer.pad_token_id, seed, progress)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         info = {
@@ -373,8 +389,17 @@ def ensure_tiny_model(cache_dir=None, *, force: bool = False) -> pathlib.Path:
 # --------------------------------------------------------------------------- evaluation helper
 
 
-def sample_pass_rates(model, tokenizer, problems, n: int, *, temperature: float = 1.0,
-                      max_new_tokens: int = 8, batch_size: int = 1024, seed: int | None = 0) -> list[int]:
+def sample_pass_rates(
+    model,
+    tokenizer,
+    problems,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 8,
+    batch_size: int = 1024,
+    seed: int | None = 0,
+) -> list[int]:
     """Correct-sample counts per problem: n samples each at `temperature` (top_k=0, top_p=1),
     drawn by the rollout engine and scored by `score_reasoning_gym` (correct = full score)."""
     import torch
@@ -387,5 +412,5 @@ def sample_pass_rates(model, tokenizer, problems, n: int, *, temperature: float 
         if seed is not None:
             torch.manual_seed(seed)
         batch = HFEngine(model, tokenizer, batch_size=batch_size).generate(problems, n, sampling)
-    correct = [score_reasoning_gym(t, p) >= 1.0 for p, t in zip(batch.problems, batch.completions)]
-    return [sum(correct[i * n:(i + 1) * n]) for i in range(len(problems))]
+    correct = [score_reasoning_gym(t, p) >= 1.0 for p, t in zip(batch.problems, batch.completions, strict=True)]
+    return [sum(correct[i * n : (i + 1) * n]) for i in range(len(problems))]

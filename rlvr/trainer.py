@@ -41,9 +41,9 @@ from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
+from rlvr.data import load_problems
 from rlvr.losses import all_reduce_sum
 from rlvr.models import configure_cpu_threads, load_model_and_tokenizer, resolve_model_path, response_logprobs
-from rlvr.data import load_problems
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem
@@ -81,7 +81,9 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         chat = cfg.data.template == "chat"  # the model's chat template: problems wait for the tokenizer
         self.train_problems, self.eval_problems = ([], []) if chat else load_problems(cfg.data)
-        reward_fn = reward_fn or build_reward(cfg.reward, cfg.data)  # a bad reward stops the run here, before the model loads
+        reward_fn = reward_fn or build_reward(
+            cfg.reward, cfg.data
+        )  # a bad reward stops the run here, before the model loads
         if not chat:
             self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
         self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
@@ -89,7 +91,9 @@ class Trainer:
         configure_cpu_threads(cfg.train.cpu_threads)
         torch.manual_seed(cfg.train.seed)
 
-        self.algorithm = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+        self.algorithm = build_algorithm(
+            cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n
+        )
         with acc.main_process_first():  # rank 0 builds the embedded model once
             path = self.model_path = resolve_model_path(cfg.model.path)
         model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
@@ -104,8 +108,12 @@ class Trainer:
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         self.policy = self.prepare_model(model, lr=cfg.train.lr)
         self.optimizer = self.optimizers[0]
-        self.engine = build_engine(cfg.rollout.engine, acc.unwrap_model(self.policy), self.tokenizer,
-                                   batch_size=cfg.rollout.generation_batch_size)
+        self.engine = build_engine(
+            cfg.rollout.engine,
+            acc.unwrap_model(self.policy),
+            self.tokenizer,
+            batch_size=cfg.rollout.generation_batch_size,
+        )
         self.rewards = RewardRunner(reward_fn)
         self.start_step = 0
         self.eval_results: list[dict[str, Any]] = []
@@ -141,7 +149,9 @@ class Trainer:
         if cfg.eval.full:
             self.full_eval()
         if self.accelerator.is_main_process:
-            (self.out / "train_done.json").write_text(json.dumps({"steps": cfg.train.steps, "evals": self.eval_results}))
+            (self.out / "train_done.json").write_text(
+                json.dumps({"steps": cfg.train.steps, "evals": self.eval_results})
+            )
         self.accelerator.end_training()
         return {"evals": self.eval_results}
 
@@ -175,14 +185,21 @@ class Trainer:
         if fewest < have:
             batch = batch.select(list(range(fewest * n)))
         if fewest < quota and algo.raise_on_shortfall:
-            raise RuntimeError(f"step {step + 1}: only {fewest} of {quota} groups per process kept after "
-                               f"{algo.max_gen_batches} generation rounds (algorithm.max_gen_batches)")
+            raise RuntimeError(
+                f"step {step + 1}: only {fewest} of {quota} groups per process kept after "
+                f"{algo.max_gen_batches} generation rounds (algorithm.max_gen_batches)"
+            )
         if fewest == 0:
-            raise RuntimeError(f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
-                               "(the algorithm's keep_group dropped every group); nothing to train on")
+            raise RuntimeError(
+                f"step {step + 1}: no prompt group was kept after {rounds} generation rounds "
+                "(the algorithm's keep_group dropped every group); nothing to train on"
+            )
         algo.after_rollout(batch, self)
-        info = {"sampling/rounds": float(rounds), "sampling/groups_kept_frac": have / max(seen, 1),
-                "sampling/shortfall": float(quota - fewest)}
+        info = {
+            "sampling/rounds": float(rounds),
+            "sampling/groups_kept_frac": have / max(seen, 1),
+            "sampling/shortfall": float(quota - fewest),
+        }
         return batch, self.collect_metrics(info, verifier, seen * n)
 
     def collect_metrics(self, info: dict[str, float], verifier: dict[str, float], scored: int) -> dict[str, float]:
@@ -192,7 +209,7 @@ class Trainer:
         counted = sorted(k for k in verifier if k in COUNTED)
         if counted:
             totals = all_reduce_sum(torch.tensor([verifier[k] for k in counted], dtype=torch.float64))
-            info.update(zip(counted, totals.tolist()))
+            info.update(zip(counted, totals.tolist(), strict=True))
         return info
 
     def step_problems(self, step: int, round: int = 0) -> list[Problem]:
@@ -205,14 +222,16 @@ class Trainer:
         if round == 0:
             epoch, slot = divmod(step, n_train // k)
             order = np.random.default_rng(self.cfg.train.seed * 7919 + epoch).permutation(n_train)
-            idx = order[slot * k:(slot + 1) * k]
+            idx = order[slot * k : (slot + 1) * k]
         else:
             idx = np.random.default_rng([self.cfg.train.seed, step, round]).choice(n_train, k, replace=False)
-        return [self.train_problems[i] for i in idx[self.rank::self.world]]
+        return [self.train_problems[i] for i in idx[self.rank :: self.world]]
 
     def seed_round(self, step: int, round: int) -> None:
         """Seed torch's global generator, which the engine samples from, per (step, round, rank)."""
-        torch.manual_seed(int(np.random.SeedSequence([self.cfg.train.seed, step, round, self.rank]).generate_state(1)[0]))
+        torch.manual_seed(
+            int(np.random.SeedSequence([self.cfg.train.seed, step, round, self.rank]).generate_state(1)[0])
+        )
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """Everything after collection: log-probs, the algorithm's advantages, the update."""
@@ -257,7 +276,7 @@ class Trainer:
                     norms = [acc.clip_grad_norm_(m.parameters(), cfg.train.grad_clip) for m in self.trained]
                     grad_norms.append(float(norms[0]))
                 lrs.append(self.optimizer.param_groups[0]["lr"])  # the lr this optimizer step uses
-                for opt, sched in zip(self.optimizers, self.schedulers):
+                for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
@@ -273,8 +292,9 @@ class Trainer:
         """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
         temperature and entropy (differentiated only if the algorithm wants), its own
         models' outputs (`forward_extras`), `compute_loss`."""
-        logprobs, entropy = response_logprobs(self.policy, micro, temperature=self.cfg.rollout.temperature,
-                                              with_entropy=True)
+        logprobs, entropy = response_logprobs(
+            self.policy, micro, temperature=self.cfg.rollout.temperature, with_entropy=True
+        )
         if not self.algorithm.wants_entropy_grad:
             entropy = entropy.detach()
         return self.algorithm.compute_loss(micro, logprobs, entropy=entropy, **self.algorithm.forward_extras(micro))
@@ -290,8 +310,9 @@ class Trainer:
         acc, t = self.accelerator, self.cfg.train
         if lr is None:
             return model.requires_grad_(False).eval().to(acc.device)
-        model, opt = acc.prepare(model, torch.optim.AdamW(model.parameters(), lr=lr, betas=t.betas,
-                                                          weight_decay=t.weight_decay))
+        model, opt = acc.prepare(
+            model, torch.optim.AdamW(model.parameters(), lr=lr, betas=t.betas, weight_decay=t.weight_decay)
+        )
         # stepped by hand on sync steps: a prepared scheduler steps once per process
         warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         self.trained.append(model)
@@ -351,8 +372,10 @@ class Trainer:
         if t.minibatches > local:
             raise ConfigError(f"train.minibatches={t.minibatches} exceeds the {local} samples per process")
         if t.prompts_per_step > len(self.train_problems):
-            raise ConfigError(f"train.prompts_per_step={t.prompts_per_step} exceeds the {len(self.train_problems)} "
-                              "training problems (data.train_size)")
+            raise ConfigError(
+                f"train.prompts_per_step={t.prompts_per_step} exceeds the {len(self.train_problems)} "
+                "training problems (data.train_size)"
+            )
 
     @staticmethod
     def micro_batches(batch: RolloutBatch, size: int):
@@ -369,15 +392,22 @@ class Trainer:
             return metrics
         keys = sorted(metrics)
         t = all_reduce_sum(torch.tensor([metrics[k] for k in keys], dtype=torch.float64)) / self.world
-        return dict(zip(keys, t.tolist()))
+        return dict(zip(keys, t.tolist(), strict=True))
 
     def batch_metrics(self, batch: RolloutBatch) -> dict[str, float]:
         """Rollout statistics over all processes."""
         r = batch.rewards.double().cpu()
         lens = batch.response_lengths.double().cpu()
-        s = all_reduce_sum(torch.stack([
-            torch.tensor(float(len(r)), dtype=torch.float64), r.sum(), lens.sum(), batch.truncated.double().sum().cpu(),
-        ]))
+        s = all_reduce_sum(
+            torch.stack(
+                [
+                    torch.tensor(float(len(r)), dtype=torch.float64),
+                    r.sum(),
+                    lens.sum(),
+                    batch.truncated.double().sum().cpu(),
+                ]
+            )
+        )
         n = s[0]
         return {
             "reward/mean": float(s[1] / n),
@@ -396,13 +426,17 @@ class Trainer:
     def log(self, step: int, metrics: dict[str, float], bar=None) -> None:
         acc = self.accelerator
         # 7 significant digits, not 6 decimals: an lr of 1e-7 or a KL of 3e-8 must not be logged as 0
-        row = {"step": step, **{k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v)
-                                for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            **{k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
+        }
         if acc.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}", loss=f"{metrics.get('loss', 0):.4f}")
+                bar.set_postfix(
+                    reward=f"{metrics.get('reward/mean', float('nan')):.3f}", loss=f"{metrics.get('loss', 0):.4f}"
+                )
         if self.cfg.tracking.report_to:
             acc.log(metrics, step=step)
 
@@ -414,8 +448,11 @@ class Trainer:
             resolved.algorithm = self.algorithm.config.model_dump(mode="json")
             (self.out / "config.yaml").write_text(to_yaml(resolved))
         if self.cfg.tracking.report_to:
-            acc.init_trackers(self.cfg.tracking.project, config=flat_config(json.loads(self.cfg.model_dump_json())),
-                              init_kwargs={"wandb": {"dir": str(self.out), "name": self.out.name}})
+            acc.init_trackers(
+                self.cfg.tracking.project,
+                config=flat_config(json.loads(self.cfg.model_dump_json())),
+                init_kwargs={"wandb": {"dir": str(self.out), "name": self.out.name}},
+            )
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------ eval
@@ -433,9 +470,21 @@ class Trainer:
 
         e = self.cfg.eval
         settings = self.eval_settings().model_copy(update={"perplexity": False})
-        r = evaluate(self.eval_problems, settings, self.rewards, model=self.engine, base=self.model_path,
-                     model_is_base=tag == "base", sample_base=False, label=tag, desc=f"eval {tag}",
-                     rank=self.rank, world=self.world, progress=False, maj=False)
+        r = evaluate(
+            self.eval_problems,
+            settings,
+            self.rewards,
+            model=self.engine,
+            base=self.model_path,
+            model_is_base=tag == "base",
+            sample_base=False,
+            label=tag,
+            desc=f"eval {tag}",
+            rank=self.rank,
+            world=self.world,
+            progress=False,
+            maj=False,
+        )
         m = r["model_metrics"]
         n, c = np.array(m["counts"]["n"]), np.array(m["counts"]["c"])
         result: dict[str, Any] = {"step": step, "tag": tag, "problems": m["problems"], "n": settings.n}
@@ -444,16 +493,28 @@ class Trainer:
         result["reward/mean"] = m["mean_reward"]
         if "comparison" in r:
             comp = r["comparison"]
-            result.update({f"dSE@{comp['K']}": round(comp["dse"]["dse"], 6), "crossover_k": comp["crossover_k"],
-                           "gained": comp["coverage"]["model_only"], "lost": comp["coverage"]["base_only"]})
+            result.update(
+                {
+                    f"dSE@{comp['K']}": round(comp["dse"]["dse"], 6),
+                    "crossover_k": comp["crossover_k"],
+                    "gained": comp["coverage"]["model_only"],
+                    "lost": comp["coverage"]["base_only"],
+                }
+            )
         self.eval_results.append(result)
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "evals.jsonl", "a") as f:
                 f.write(json.dumps(result) + "\n")
         if self.cfg.tracking.report_to:
-            self.accelerator.log({f"eval/{k}": v for k, v in result.items()
-                                  if isinstance(v, (int, float)) and k not in ("step", "problems", "n")}, step=step)
+            self.accelerator.log(
+                {
+                    f"eval/{k}": v
+                    for k, v in result.items()
+                    if isinstance(v, (int, float)) and k not in ("step", "problems", "n")
+                },
+                step=step,
+            )
         return result
 
     def full_eval(self) -> None:
@@ -462,10 +523,21 @@ class Trainer:
         from rlvr.eval import evaluate
 
         self.accelerator.wait_for_everyone()
-        evaluate(self.eval_problems, self.eval_settings(final=True), self.rewards, model=self.engine,
-                 base=self.model_path, out_dir=self.out / "eval", label="final", model_path=str(self.out / "final"),
-                 rank=self.rank, world=self.world, device=str(self.accelerator.device), dtype=self.cfg.model.dtype,
-                 progress=self.cfg.tracking.progress)
+        evaluate(
+            self.eval_problems,
+            self.eval_settings(final=True),
+            self.rewards,
+            model=self.engine,
+            base=self.model_path,
+            out_dir=self.out / "eval",
+            label="final",
+            model_path=str(self.out / "final"),
+            rank=self.rank,
+            world=self.world,
+            device=str(self.accelerator.device),
+            dtype=self.cfg.model.dtype,
+            progress=self.cfg.tracking.progress,
+        )
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------ checkpoints
@@ -484,10 +556,13 @@ class Trainer:
         acc.save_state(str(path))
         if acc.is_main_process:
             # written last: a checkpoint without it is incomplete and ignored
-            state = {"step": step, "schedulers": [s.state_dict() for s in self.schedulers],
-                     "algorithm": self.algorithm.state_dict()}
+            state = {
+                "step": step,
+                "schedulers": [s.state_dict() for s in self.schedulers],
+                "algorithm": self.algorithm.state_dict(),
+            }
             (path / "trainer_state.json").write_text(json.dumps(state))
-            for old in self.checkpoint_dirs()[:-c.keep]:
+            for old in self.checkpoint_dirs()[: -c.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
@@ -500,7 +575,7 @@ class Trainer:
         last = dirs[-1]
         self.accelerator.load_state(str(last))
         state = json.loads((last / "trainer_state.json").read_text())
-        for s, sd in zip(self.schedulers, state["schedulers"]):
+        for s, sd in zip(self.schedulers, state["schedulers"], strict=True):
             s.load_state_dict(sd)
         if "algorithm" in state:  # the algorithm's own state (an adaptive KL coefficient)
             self.algorithm.load_state_dict(state["algorithm"])
@@ -518,7 +593,10 @@ class Trainer:
         acc.wait_for_everyone()
         path = self.out / "final"
         acc.unwrap_model(self.policy).save_pretrained(
-            path, is_main_process=acc.is_main_process, save_function=acc.save, state_dict=acc.get_state_dict(self.policy)
+            path,
+            is_main_process=acc.is_main_process,
+            save_function=acc.save,
+            state_dict=acc.get_state_dict(self.policy),
         )
         if acc.is_main_process:
             self.tokenizer.save_pretrained(path)

@@ -32,16 +32,28 @@ class _Worker:
         # the parent's import path, as multiprocessing's spawn does, so `target` imports the same
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from rlvr.workers import _serve; _serve()", target,
-             json.dumps(list(warmup) if warmup is not None else None), str(memory_mb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True, env=env)
+            [
+                sys.executable,
+                "-c",
+                "from rlvr.workers import _serve; _serve()",
+                target,
+                json.dumps(list(warmup) if warmup is not None else None),
+                str(memory_mb),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
         self._buf = b""
         line = self._readline(start_timeout)
         if line is None or json.loads(line).get("ready") is not True:
             self.kill()
-            raise RuntimeError(f"grading worker for {target} did not start within {start_timeout:.0f}s"
-                               + ("" if line is None else f": {json.loads(line).get('error', '')}"))
+            raise RuntimeError(
+                f"grading worker for {target} did not start within {start_timeout:.0f}s"
+                + ("" if line is None else f": {json.loads(line).get('error', '')}")
+            )
 
     def _readline(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -101,8 +113,16 @@ class WorkerPool:
     once on `warmup` (so a slow first import is not charged to a grade).
     """
 
-    def __init__(self, target: str, *, workers: int = 2, timeout: float = 10.0, warmup: Sequence[Any] | None = None,
-                 memory_mb: int = 4096, start_timeout: float = 300.0):
+    def __init__(
+        self,
+        target: str,
+        *,
+        workers: int = 2,
+        timeout: float = 10.0,
+        warmup: Sequence[Any] | None = None,
+        memory_mb: int = 4096,
+        start_timeout: float = 300.0,
+    ):
         self.target, self.workers, self.timeout = target, max(1, workers), timeout
         self.warmup, self.memory_mb, self.start_timeout = warmup, memory_mb, start_timeout
         self._idle: list[_Worker | None] = [None] * self.workers

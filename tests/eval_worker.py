@@ -9,7 +9,7 @@ import torch
 
 
 def parity_reward(problems, completions):
-    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions)]
+    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions, strict=True)]
 
 
 def main(model_dir: str, out_json: str) -> None:
@@ -22,21 +22,41 @@ def main(model_dir: str, out_json: str) -> None:
     torch.distributed.init_process_group("gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     problems = [Problem(id=f"p{i}", prompt=f"{i} + {i + 3} =", answer=str(2 * i + 3)) for i in range(5)]
-    settings = EvalSettings(n=3, max_new_tokens=5, temperature=1.0, top_p=1.0, batch_size=6, resamples=20,
-                            perplexity=False)
-    from rlvr.rollout import HFEngine
+    settings = EvalSettings(
+        n=3, max_new_tokens=5, temperature=1.0, top_p=1.0, batch_size=6, resamples=20, perplexity=False
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    engine = HFEngine(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir),
-                      batch_size=6)
-    r = evaluate(problems, settings, RewardRunner(parity_reward), model=engine, base=model_dir, model_is_base=True,
-                 rank=rank, world=world, progress=False)
+    from rlvr.rollout import HFEngine
+
+    engine = HFEngine(
+        AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), batch_size=6
+    )
+    r = evaluate(
+        problems,
+        settings,
+        RewardRunner(parity_reward),
+        model=engine,
+        base=model_dir,
+        model_is_base=True,
+        rank=rank,
+        world=world,
+        progress=False,
+    )
     torch.distributed.barrier()
     if rank == 0:
         path = r["base_cache"]["path"]
         with open(out_json, "w") as f:
-            json.dump({"world": world, "cache": path, "hit": r["base_cache"]["hit"], "rows": read_jsonl(path),
-                       "counts": r["model_metrics"]["counts"]}, f)
+            json.dump(
+                {
+                    "world": world,
+                    "cache": path,
+                    "hit": r["base_cache"]["hit"],
+                    "rows": read_jsonl(path),
+                    "counts": r["model_metrics"]["counts"],
+                },
+                f,
+            )
     torch.distributed.destroy_process_group()
 
 

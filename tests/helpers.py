@@ -18,13 +18,23 @@ def make_random_model(out: str | Path, *, hidden: int = 32, layers: int = 2, see
     vocab = {t: i for i, t in enumerate(specials + CHARS)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|endoftext|>",
-                                  unk_token="<unk>", padding_side="left")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|endoftext|>", unk_token="<unk>", padding_side="left"
+    )
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=False,
-                      pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|endoftext|>"], bos_token_id=None)
+    cfg = Qwen2Config(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=vocab["<|pad|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        bos_token_id=None,
+    )
     model = Qwen2ForCausalLM(cfg)
     model.generation_config.pad_token_id = cfg.pad_token_id
     model.generation_config.eos_token_id = cfg.eos_token_id
@@ -67,4 +77,3 @@ def graded(prompts, completions, **columns):
 def parity(prompts, completions, **columns):
     """1 for about a third of random texts, else 0."""
     return [float((sum(map(ord, c)) + len(p)) % 3 == 0) for p, c in zip(prompts, completions, strict=True)]
-

@@ -32,7 +32,7 @@ def main() -> None:
     cfg_path, batch_path, out_path, *overrides = sys.argv[1:]
     trainer = Trainer(load_config(cfg_path, overrides))
     batch = torch.load(batch_path, weights_only=False)
-    groups = sorted(set(batch.group.tolist()))[trainer.rank::trainer.world]
+    groups = sorted(set(batch.group.tolist()))[trainer.rank :: trainer.world]
     local = batch.select([i for i, g in enumerate(batch.group.tolist()) if g in groups])
 
     captured: dict = {}

@@ -62,8 +62,10 @@ def main():
 
     # files anywhere writable: nothing may persist outside
     places = [HOME, "/tmp", "/var/tmp", "/dev/shm", "/run/lock", WORLD]
-    code = f"import os\nfor d in {places!r}:\n    try:\n        open(os.path.join(d, {TOKEN!r}), 'w').write('x')\n" \
-           f"    except OSError as e:\n        print(d, e)\n"
+    code = (
+        f"import os\nfor d in {places!r}:\n    try:\n        open(os.path.join(d, {TOKEN!r}), 'w').write('x')\n"
+        f"    except OSError as e:\n        print(d, e)\n"
+    )
     r = run_program(code, timeout=10)
     left = files_left()
     report("files persist ($HOME, /tmp, /var/tmp, /dev/shm, /run/lock, nested 1777 dir)", left, left or r.stdout)
@@ -84,13 +86,15 @@ def main():
         os.unlink(p)
 
     # a double-forked daemon must be gone once the run ends
-    code = ("import os, sys, time\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    if os.fork() == 0:\n"
-            f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(30)', {TOKEN!r}])\n"
-            "    os._exit(0)\n"
-            "time.sleep(0.5)\n")
+    code = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(30)', {TOKEN!r}])\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+    )
     r = run_program(code, timeout=10)
     time.sleep(0.3)
     alive = processes_with_token()
@@ -99,34 +103,35 @@ def main():
         os.kill(pid, 9)
 
     # one memory bound for the whole tree: 6 processes x 200 MiB under 256 MiB
-    code = ("import os\n"
-            "r, w = os.pipe()\n"
-            "for _ in range(5):\n"
-            "    try:\n"
-            "        if os.fork() == 0:\n"
-            "            break\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "try:\n"
-            "    b = bytearray(200 << 20)\n"
-            "    b[::4096] = b'x' * len(b[::4096])\n"
-            "    os.write(w, b'1')\n"
-            "except MemoryError:\n"
-            "    pass\n"
-            "import time; time.sleep(1.5)\n"
-            "os.set_blocking(r, False)\n"
-            "try:\n"
-            "    print(len(os.read(r, 100)))\n"
-            "except BlockingIOError:\n"
-            "    print(0)\n")
+    code = (
+        "import os\n"
+        "r, w = os.pipe()\n"
+        "for _ in range(5):\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            break\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "try:\n"
+        "    b = bytearray(200 << 20)\n"
+        "    b[::4096] = b'x' * len(b[::4096])\n"
+        "    os.write(w, b'1')\n"
+        "except MemoryError:\n"
+        "    pass\n"
+        "import time; time.sleep(1.5)\n"
+        "os.set_blocking(r, False)\n"
+        "try:\n"
+        "    print(len(os.read(r, 100)))\n"
+        "except BlockingIOError:\n"
+        "    print(0)\n"
+    )
     r = run_program(code, timeout=15, memory_mb=256)
     n = max([int(x) for x in r.stdout.split() if x.isdigit()] or [0])  # every process prints; the first read wins
     report("6 x 200 MiB under a 256 MiB bound", n * 200 > 256, f"{n} of 6 got 200 MiB; {r.status}")
 
     # SysV shared memory must not outlive the run
     key = secrets.randbelow(1 << 30) + 1
-    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            f"print(libc.shmget({key}, 4096, 0o1000 | 0o666))\n")
+    code = f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.shmget({key}, 4096, 0o1000 | 0o666))\n"
     r = run_program(code, timeout=10)
     with open("/proc/sysvipc/shm") as f:
         keys = {int(line.split()[0]) for line in list(f)[1:] if line.split()}
@@ -173,27 +178,29 @@ def main():
 
     # memory outside the bound: a nested user + mount namespace mounting its own tmpfs and filling it
     # (tmpfs pages count against no rlimit). 192 MiB in files of 8 MiB, under a 128 MiB bound.
-    code = ("import ctypes, os\n"
-            "libc = ctypes.CDLL(None, use_errno=True)\n"
-            "uid, gid = os.getuid(), os.getgid()\n"
-            "if libc.unshare(0x10000000 | 0x00020000) == 0:\n"
-            "    for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {uid} 1'), ('gid_map', f'0 {gid} 1')):\n"
-            "        try:\n"
-            "            open('/proc/self/' + name, 'w').write(text)\n"
-            "        except OSError:\n"
-            "            pass\n"
-            "os.makedirs('/tmp/big', exist_ok=True)\n"
-            "print('mount', libc.mount(b'none', b'/tmp/big', b'tmpfs', 0, b'size=1g'))\n"
-            "n = 0\n"
-            "try:\n"
-            "    for i in range(24):\n"
-            "        with open(f'/tmp/big/f{i}', 'wb') as f:\n"
-            "            for _ in range(8):\n"
-            "                f.write(b'x' * (1 << 20))\n"
-            "        n += 1\n"
-            "except OSError as e:\n"
-            "    print(e)\n"
-            "print('MiB', n * 8)\n")
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "uid, gid = os.getuid(), os.getgid()\n"
+        "if libc.unshare(0x10000000 | 0x00020000) == 0:\n"
+        "    for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {uid} 1'), ('gid_map', f'0 {gid} 1')):\n"
+        "        try:\n"
+        "            open('/proc/self/' + name, 'w').write(text)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "os.makedirs('/tmp/big', exist_ok=True)\n"
+        "print('mount', libc.mount(b'none', b'/tmp/big', b'tmpfs', 0, b'size=1g'))\n"
+        "n = 0\n"
+        "try:\n"
+        "    for i in range(24):\n"
+        "        with open(f'/tmp/big/f{i}', 'wb') as f:\n"
+        "            for _ in range(8):\n"
+        "                f.write(b'x' * (1 << 20))\n"
+        "        n += 1\n"
+        "except OSError as e:\n"
+        "    print(e)\n"
+        "print('MiB', n * 8)\n"
+    )
     r = run_program(code, timeout=20, memory_mb=128, max_processes=2, file_size_mb=16)
     mib = max([int(x) for line in r.stdout.splitlines() if line.startswith("MiB") for x in line.split()[1:]] or [0])
     report("files on a tmpfs of its own, past the memory bound (nested namespaces)", mib > 128, r.stdout[-200:])

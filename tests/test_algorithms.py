@@ -9,10 +9,10 @@ import json
 import math
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 
+import helpers
 from helpers import make_random_model
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch
@@ -43,7 +43,10 @@ def make_batch(lengths, rewards, group, R=None, P=2, truncated=None, **fields) -
     ids = torch.full((B, P + R), 5, dtype=torch.long)
     att = torch.cat([torch.ones(B, P, dtype=torch.long), mask.long()], 1)
     return RolloutBatch(
-        input_ids=ids, attention_mask=att, response_mask=mask, prompt_len=P,
+        input_ids=ids,
+        attention_mask=att,
+        response_mask=mask,
+        prompt_len=P,
         group=torch.tensor(group, dtype=torch.long),
         problems=[Problem(prompt=f"p{g}", answer="0") for g in group],
         completions=["x" * n for n in lengths],
@@ -55,8 +58,9 @@ def make_batch(lengths, rewards, group, R=None, P=2, truncated=None, **fields) -
 
 
 def close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
-    torch.testing.assert_close(actual.detach().double(), torch.as_tensor(expected, dtype=torch.float64),
-                               atol=atol, rtol=1e-6)
+    torch.testing.assert_close(
+        actual.detach().double(), torch.as_tensor(expected, dtype=torch.float64), atol=atol, rtol=1e-6
+    )
 
 
 def padded(rows, R, pad=0.0) -> torch.Tensor:
@@ -89,10 +93,16 @@ def test_grpo_group_scale_bessel_std_and_eps_by_hand():
     assert a.config.std_eps == 1e-6  # verl's eps (ALGORITHMS.md)
     b = make_batch(LENGTHS, REWARDS, GROUP)
     a.compute_advantages(b)
-    per_sample = [(2 / 3) / (s0 + 1e-6), (-1 / 3) / (s0 + 1e-6), (-1 / 3) / (s0 + 1e-6),
-                  0.0, 0.5 / (0.5 + 1e-6), -0.5 / (0.5 + 1e-6)]
+    per_sample = [
+        (2 / 3) / (s0 + 1e-6),
+        (-1 / 3) / (s0 + 1e-6),
+        (-1 / 3) / (s0 + 1e-6),
+        0.0,
+        0.5 / (0.5 + 1e-6),
+        -0.5 / (0.5 + 1e-6),
+    ]
     # per_sample ~ [1.1547, -0.5774, -0.5774, 0, 1.0, -1.0]
-    close(b.advantages, padded([[v] * n for v, n in zip(per_sample, LENGTHS)], 3))
+    close(b.advantages, padded([[v] * n for v, n in zip(per_sample, LENGTHS, strict=True)], 3))
     # a large eps shows it is added to the std, not the variance: group 1 -> 0.5 / (0.5 + 0.5) = 0.5
     b = make_batch(LENGTHS, REWARDS, GROUP)
     algo("grpo", std_eps=0.5).compute_advantages(b)
@@ -145,7 +155,7 @@ def test_grpo_advantage_broadcast_only_onto_masked_tokens():
 def rloo_loop(rewards: list[float], group: list[int]) -> list[float]:
     """A_i = R_i - mean of the other rewards of i's group, one sample at a time."""
     out = []
-    for i, (r, g) in enumerate(zip(rewards, group)):
+    for i, (r, g) in enumerate(zip(rewards, group, strict=True)):
         others = [rewards[j] for j in range(len(rewards)) if group[j] == g and j != i]
         out.append(r - sum(others) / len(others))
     return out
@@ -246,7 +256,7 @@ def test_reinforce_pp_baseline_is_whitened_group_centred_reward():
     mean = sum(tokens) / len(tokens)  # (2 - 1/3 - 2/3 + 1.5 - .5) / 12 = 2/12
     var = sum((x - mean) ** 2 for x in tokens) / (len(tokens) - 1)
     centred = [2 / 3, -1 / 3, -1 / 3, 0.0, 0.5, -0.5]
-    expected = [[(c - mean) / math.sqrt(var + 1e-8)] * n for c, n in zip(centred, LENGTHS)]
+    expected = [[(c - mean) / math.sqrt(var + 1e-8)] * n for c, n in zip(centred, LENGTHS, strict=True)]
     close(b.advantages, padded(expected, 3), atol=1e-5)
 
 
@@ -254,8 +264,9 @@ def test_reinforce_pp_baseline_is_whitened_group_centred_reward():
 
 
 def test_remax_advantage_is_reward_minus_greedy_reward_not_whitened():
-    b = make_batch([3, 1, 2, 2], [1.0, 0.0, 0.5, 2.0], [0, 0, 1, 1],
-                   greedy_rewards=torch.tensor([0.25, 0.25, 1.0, 1.0]))
+    b = make_batch(
+        [3, 1, 2, 2], [1.0, 0.0, 0.5, 2.0], [0, 0, 1, 1], greedy_rewards=torch.tensor([0.25, 0.25, 1.0, 1.0])
+    )
     algo("remax").compute_advantages(b)
     # A = R - b on every token: 1 - .25 = .75; 0 - .25 = -.25; .5 - 1 = -.5; 2 - 1 = 1
     close(b.advantages, [[0.75] * 3, [-0.25, 0, 0], [-0.5, -0.5, 0], [1.0, 1.0, 0]])
@@ -316,7 +327,9 @@ def test_ppo_gae_discounted_by_hand_and_vs_loop():
     #        d0 = .9*.6 - .3 = .24           A0 = .24 + .72*(-1.6) = -.912
     adv = [[0.10624, 0.592, 0.6], [-0.912, -1.6, 0.0]]
     v = [[0.5, 0.2, 0.4], [0.3, 0.6, 0.0]]
-    close(b.returns, [[x + y for x, y in zip(ra, rv)] for ra, rv in zip(adv, v)])  # returns = A + V, unwhitened
+    close(
+        b.returns, [[x + y for x, y in zip(ra, rv, strict=True)] for ra, rv in zip(adv, v, strict=True)]
+    )  # returns = A + V, unwhitened
     r = a.token_rewards(ppo_batch())
     close(b.returns - b.extras["values"] * b.response_mask, gae_loop(r, b.extras["values"], [3, 2], 0.9, 0.8))
     assert_whitened(b.advantages, b.response_mask)
@@ -325,9 +338,15 @@ def test_ppo_gae_discounted_by_hand_and_vs_loop():
 def test_ppo_gae_loop_reference_on_random_ragged_batch():
     g = torch.Generator().manual_seed(0)
     lengths = [5, 1, 3, 4, 2]
-    b = make_batch(lengths, torch.randn(5, generator=g).tolist(), [0, 1, 2, 3, 4], R=6,
-                   values=torch.randn(5, 6, generator=g), old_logprobs=torch.randn(5, 6, generator=g),
-                   ref_logprobs=torch.randn(5, 6, generator=g))
+    b = make_batch(
+        lengths,
+        torch.randn(5, generator=g).tolist(),
+        [0, 1, 2, 3, 4],
+        R=6,
+        values=torch.randn(5, 6, generator=g),
+        old_logprobs=torch.randn(5, 6, generator=g),
+        ref_logprobs=torch.randn(5, 6, generator=g),
+    )
     a = algo("ppo", gamma=0.95, lam=0.7, kl_coef=0.1)  # KL (k1) in the token rewards too
     r = a.token_rewards(b)
     v = b.extras["values"].clone()
@@ -366,9 +385,16 @@ def test_nonfinite_logprobs_on_padding_do_not_leak_into_kl_reward():
 def test_ppo_compute_loss_includes_clipped_value_loss_by_hand():
     # one response of 2 tokens; new log-probs == old, so ratio 1 and the policy loss is -A per token
     def batch():
-        return make_batch([2], [0.0], [0], old_logprobs=torch.tensor([[-1.0, -2.0]]),
-                          advantages=torch.tensor([[0.4, -0.2]]), values=torch.tensor([[0.5, 0.5]]),
-                          returns=torch.tensor([[2.0, 0.2]]))
+        return make_batch(
+            [2],
+            [0.0],
+            [0],
+            old_logprobs=torch.tensor([[-1.0, -2.0]]),
+            advantages=torch.tensor([[0.4, -0.2]]),
+            values=torch.tensor([[0.5, 0.5]]),
+            returns=torch.tensor([[2.0, 0.2]]),
+        )
+
     logprobs = torch.tensor([[-1.0, -2.0]])
     v_new = torch.tensor([[1.5, -0.5]])
     # pg: token-mean of [-.4, .2] = -0.1
@@ -392,8 +418,15 @@ def test_ppo_value_clip_fraction_counts_only_real_clipping():
     g = torch.Generator().manual_seed(3)
     B, R = 32, 16
     values, old, returns = (torch.randn(B, R, generator=g) for _ in range(3))
-    b = make_batch([R] * B, [0.0] * B, list(range(B)), old_logprobs=torch.zeros(B, R),
-                   advantages=torch.zeros(B, R), values=old, returns=returns)
+    b = make_batch(
+        [R] * B,
+        [0.0] * B,
+        list(range(B)),
+        old_logprobs=torch.zeros(B, R),
+        advantages=torch.zeros(B, R),
+        values=old,
+        returns=returns,
+    )
     loss, m = algo("ppo", value_clip=10.0).compute_loss(b, torch.zeros(B, R), values=values)
     assert float(m["vf_clip_frac"]) == 0.0
     assert float(m["value_loss"]) == pytest.approx(float(0.5 * (values - returns).square().mean()), rel=1e-6)
@@ -447,9 +480,14 @@ def test_dapo_without_dynamic_sampling_keeps_all():
 
 def loss_batch() -> RolloutBatch:
     # two responses, lengths 2 and 1; old == current log-probs so ratio 1 and pg = -A per token
-    return make_batch([2, 1], [0.0, 0.0], [0, 1], old_logprobs=padded([[-1.0, -2.0], [-0.5]], 2),
-                      advantages=padded([[1.0, 1.0], [-2.0]], 2),
-                      ref_logprobs=padded([[-1.0 - LN2, -2.0], [-0.5 + LN2]], 2, pad=50.0))
+    return make_batch(
+        [2, 1],
+        [0.0, 0.0],
+        [0, 1],
+        old_logprobs=padded([[-1.0, -2.0], [-0.5]], 2),
+        advantages=padded([[1.0, 1.0], [-2.0]], 2),
+        ref_logprobs=padded([[-1.0 - LN2, -2.0], [-0.5 + LN2]], 2, pad=50.0),
+    )
 
 
 def test_kl_as_loss_term_adds_kl_coef_times_agg_k3():
@@ -478,7 +516,7 @@ def test_kl_estimators_k1_k2_in_loss():
     k1, _ = algo("grpo", kl_coef=1.0, kl_estimator="k1").compute_loss(loss_batch(), logprobs)
     k2, _ = algo("grpo", kl_coef=1.0, kl_estimator="k2").compute_loss(loss_batch(), logprobs)
     assert float(k1 - base) == pytest.approx(-LN2 / 4, abs=1e-6)
-    assert float(k2 - base) == pytest.approx(3 * LN2 ** 2 / 8, abs=1e-6)
+    assert float(k2 - base) == pytest.approx(3 * LN2**2 / 8, abs=1e-6)
 
 
 def kl_reward_batch() -> RolloutBatch:
@@ -486,12 +524,15 @@ def kl_reward_batch() -> RolloutBatch:
     return make_batch([2, 1], [1.0, 0.0], [0, 1], old_logprobs=torch.full((2, 2), 0.5), ref_logprobs=torch.zeros(2, 2))
 
 
-@pytest.mark.parametrize("target,err", [
-    (0.5, 0.2),      # 0.75/0.5 - 1 = 0.5, clipped to 0.2   -> coef grows
-    (0.7, 0.75 / 0.7 - 1),  # 0.0714, inside the clip     -> grows
-    (0.8, -0.0625),  # 0.75/0.8 - 1 = -0.0625                -> shrinks
-    (1.5, -0.2),     # 0.75/1.5 - 1 = -0.5, clipped to -0.2  -> shrinks
-])
+@pytest.mark.parametrize(
+    "target,err",
+    [
+        (0.5, 0.2),  # 0.75/0.5 - 1 = 0.5, clipped to 0.2   -> coef grows
+        (0.7, 0.75 / 0.7 - 1),  # 0.0714, inside the clip     -> grows
+        (0.8, -0.0625),  # 0.75/0.8 - 1 = -0.0625                -> shrinks
+        (1.5, -0.2),  # 0.75/1.5 - 1 = -0.5, clipped to -0.2  -> shrinks
+    ],
+)
 def test_adaptive_kl_controller_ziegler(target, err):
     a = algo("reinforce_pp", kl_coef=0.1, kl_target=target, kl_horizon=10)
     b = kl_reward_batch()
@@ -554,7 +595,7 @@ def whiten_loop(rows: list[list[float]]) -> list[list[float]]:
 
 
 def broadcast(per_seq: list[float]) -> list[list[float]]:
-    return [[v] * n for v, n in zip(per_seq, KL_LENGTHS)]
+    return [[v] * n for v, n in zip(per_seq, KL_LENGTHS, strict=True)]
 
 
 s0, s1 = 1.2 / math.sqrt(2), 0.2 / math.sqrt(2)  # Bessel std of (.7, -.5) and (.8, .6)
@@ -562,23 +603,40 @@ KL_CASES = {
     # Dr. GRPO: R' - mean_g R' = .6, -.6 | .1, -.1; without KL .5, -.5 | 0, 0: the change is exactly
     # -beta * (sum k1 - its group mean) = +.1, -.1 | +.1, -.1
     "grpo_none": ({"name": "grpo", "scale": "none"}, broadcast([0.6, -0.6, 0.1, -0.1]), None),
-    "grpo": ({"name": "grpo"}, broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]), None),
-    "dapo": ({"name": "dapo"}, broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]), None),
+    "grpo": (
+        {"name": "grpo"},
+        broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]),
+        None,
+    ),
+    "dapo": (
+        {"name": "dapo"},
+        broadcast([0.6 / (s0 + 1e-6), -0.6 / (s0 + 1e-6), 0.1 / (s1 + 1e-6), -0.1 / (s1 + 1e-6)]),
+        None,
+    ),
     # leave-one-out: R'_i - R'_other = 1.2, -1.2 | .2, -.2
     "rloo": ({"name": "rloo"}, broadcast([1.2, -1.2, 0.2, -0.2]), None),
     # group-centred R' broadcast, then whitened over the 8 tokens
-    "reinforce_pp_baseline": ({"name": "reinforce_pp", "baseline": True},
-                              whiten_loop(broadcast([0.6, -0.6, 0.1, -0.1])), broadcast([0.6, -0.6, 0.1, -0.1])),
+    "reinforce_pp_baseline": (
+        {"name": "reinforce_pp", "baseline": True},
+        whiten_loop(broadcast([0.6, -0.6, 0.1, -0.1])),
+        broadcast([0.6, -0.6, 0.1, -0.1]),
+    ),
     # token rewards -beta*k1 (+R on the last token), return-to-go, whitened:
     #   row 0 [-.1, -.2+1] -> G [.7, .8]; row 1 [-.5+0] -> [-.5]; row 2 [-.05, -.05, -.1+1] -> [.8, .85, .9]
     #   row 3 [-.25, -.15+1] -> [.6, .85]
-    "reinforce_pp": ({"name": "reinforce_pp"}, whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
-                     [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+    "reinforce_pp": (
+        {"name": "reinforce_pp"},
+        whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+        [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]],
+    ),
     # the same returns minus the greedy reward (.5 for group 0, 1 for group 1), not whitened
     "remax": ({"name": "remax"}, [[0.2, 0.3], [-1.0], [-0.2, -0.15, -0.1], [-0.4, -0.15]], None),
     # V = 0: GAE(1, 1) is the return-to-go; returns = A + V = the same; A whitened
-    "ppo": ({"name": "ppo"}, whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
-            [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+    "ppo": (
+        {"name": "ppo"},
+        whiten_loop([[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]]),
+        [[0.7, 0.8], [-0.5], [0.8, 0.85, 0.9], [0.6, 0.85]],
+    ),
 }
 
 
@@ -610,8 +668,14 @@ def test_adaptive_kl_coef_moves_for_every_algorithm(name):
 
 # --- a group baseline needs rollout.n >= 2, checked when the config loads (issue 8)
 
-GROUP_BASELINES = [("grpo", {}), ("grpo", {"scale": "none"}), ("grpo", {"scale": "batch"}), ("dapo", {}),
-                   ("rloo", {}), ("reinforce_pp", {"baseline": True})]
+GROUP_BASELINES = [
+    ("grpo", {}),
+    ("grpo", {"scale": "none"}),
+    ("grpo", {"scale": "batch"}),
+    ("dapo", {}),
+    ("rloo", {}),
+    ("reinforce_pp", {"baseline": True}),
+]
 
 
 @pytest.mark.parametrize("name,options", GROUP_BASELINES)
@@ -679,6 +743,7 @@ def test_entropy_bonus_subtracts_coef_times_agg_entropy():
 def test_overlong_filter_masks_truncated_rows_in_prepare():
     def batch():
         return make_batch([3, 1, 3, 2], [1.0, 0.0, 0.5, 0.2], [0, 0, 1, 1], truncated=[True, False, True, False])
+
     b = batch()
     algo("grpo", overlong_filter=True).prepare(b)
     close(b.response_mask, [[0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 1, 0]])
@@ -808,7 +873,7 @@ def write_config(path: Path, model: Path, **sections) -> Path:
 def hashed_reward(problems, completions):
     # a deterministic reward in [0, 1) that differs between any two different completions,
     # so every group has spread and every advantage estimator gives non-zero advantages
-    return [int(hashlib.sha256(c.encode()).hexdigest()[:8], 16) / 2 ** 32 for c in completions]
+    return [int(hashlib.sha256(c.encode()).hexdigest()[:8], 16) / 2**32 for c in completions]
 
 
 def train_two_steps(tmp_path, model, algorithm: dict, reward_fn=hashed_reward):
@@ -831,19 +896,33 @@ def unchanged_parameters(model: Path, final: Path) -> list[str]:
     return [n for n, p in before.items() if torch.equal(p, after[n])]
 
 
-@pytest.mark.parametrize("options", [
-    {"name": "grpo"},
-    {"name": "rloo"},
-    {"name": "reinforce_pp"},
-    {"name": "reinforce_pp", "baseline": True},
-    {"name": "remax"},
-    {"name": "ppo"},
-    {"name": "ppo", "kl_coef": 0.05},
-    {"name": "dapo"},
-    {"name": "grpo", "kl_coef": 0.05, "kl_in": "reward"},
-    {"name": "dapo", "kl_coef": 0.05, "kl_in": "reward"},
-], ids=["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "ppo", "ppo_kl", "dapo", "grpo_kl_reward",
-        "dapo_kl_reward"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"name": "grpo"},
+        {"name": "rloo"},
+        {"name": "reinforce_pp"},
+        {"name": "reinforce_pp", "baseline": True},
+        {"name": "remax"},
+        {"name": "ppo"},
+        {"name": "ppo", "kl_coef": 0.05},
+        {"name": "dapo"},
+        {"name": "grpo", "kl_coef": 0.05, "kl_in": "reward"},
+        {"name": "dapo", "kl_coef": 0.05, "kl_in": "reward"},
+    ],
+    ids=[
+        "grpo",
+        "rloo",
+        "reinforce_pp",
+        "reinforce_pp_baseline",
+        "remax",
+        "ppo",
+        "ppo_kl",
+        "dapo",
+        "grpo_kl_reward",
+        "dapo_kl_reward",
+    ],
+)
 def test_two_steps_change_every_policy_parameter(tmp_path, random_model, options):
     trainer, rows = train_two_steps(tmp_path, random_model, options)
     assert len(rows) == 2

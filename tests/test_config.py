@@ -20,7 +20,10 @@ def test_defaults_load():
 
 def test_overrides_are_typed_and_nested():
     assert parse_overrides(["train.lr=1e-4", "algorithm.scale=none", "eval.ks=[1,4]"]) == {
-        "train": {"lr": 1e-4}, "algorithm": {"scale": "none"}, "eval": {"ks": [1, 4]}}
+        "train": {"lr": 1e-4},
+        "algorithm": {"scale": "none"},
+        "eval": {"ks": [1, 4]},
+    }
     cfg = load_config(None, ["train.lr=0.5", "rollout.n=2"])
     assert cfg.train.lr == 0.5 and cfg.rollout.n == 2
 
@@ -109,15 +112,18 @@ def test_algorithm_section_is_the_algorithms_own_config_after_load():
     assert type(cfg.algorithm).__name__ == "PPOConfig" and cfg.algorithm.critic_lr == 1e-3
 
 
-@pytest.mark.parametrize("override,line", [
-    ("algorithm.name=grpoo", "algorithm.name: unknown algorithm 'grpoo'; did you mean 'grpo'?"),
-    ("algorithm.clip_hihg=0.3", "unknown key 'algorithm.clip_hihg'; did you mean 'algorithm.clip_high'?"),
-    ("algorithm.gamma=0.9", "unknown key 'algorithm.gamma'"),  # a PPO option is no GRPO option
-    ("algorithm.scale=sometimes", "algorithm.scale: Input should be 'group', 'batch' or 'none'"),
-    ("algorithm.name=", "algorithm.name: missing; name a registered algorithm"),
-    ("algorithm=grpo", "algorithm: expected a mapping with a name"),
-    ("algorithm.name=rlvr.config:Nope", "algorithm.name: cannot import 'rlvr.config:Nope'"),
-])
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("algorithm.name=grpoo", "algorithm.name: unknown algorithm 'grpoo'; did you mean 'grpo'?"),
+        ("algorithm.clip_hihg=0.3", "unknown key 'algorithm.clip_hihg'; did you mean 'algorithm.clip_high'?"),
+        ("algorithm.gamma=0.9", "unknown key 'algorithm.gamma'"),  # a PPO option is no GRPO option
+        ("algorithm.scale=sometimes", "algorithm.scale: Input should be 'group', 'batch' or 'none'"),
+        ("algorithm.name=", "algorithm.name: missing; name a registered algorithm"),
+        ("algorithm=grpo", "algorithm: expected a mapping with a name"),
+        ("algorithm.name=rlvr.config:Nope", "algorithm.name: cannot import 'rlvr.config:Nope'"),
+    ],
+)
 def test_bad_algorithm_fails_at_load_with_one_line_naming_the_key(tmp_path, override, line):
     path = write(tmp_path, {"algorithm": {"name": "grpo"}})
     with pytest.raises(ConfigError) as e:
@@ -144,7 +150,8 @@ def test_algorithm_by_import_path_is_validated_by_its_config(tmp_path, monkeypat
         "class MarginConfig(GRPOConfig):\n"
         "    margin: float = Field(0.1, description='m')\n"
         "class Margin(GRPO):\n"
-        "    Config = MarginConfig\n")
+        "    Config = MarginConfig\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = load_config(None, ["algorithm={name: 'plug_for_config_test:Margin', margin: 0.5}"])
     assert type(cfg.algorithm).__name__ == "MarginConfig" and cfg.algorithm.margin == 0.5
@@ -199,14 +206,16 @@ def test_help_config_lists_every_algorithms_options(capsys):
     assert main(["train", "--help-config"]) == 0
     lines = capsys.readouterr().out.splitlines()
     keys = [ln.split(" = ")[0].strip() for ln in lines if " = " in ln]
-    assert len(keys) == len(set(k for k in keys if not k.startswith("algorithm."))) + sum(k.startswith("algorithm.") for k in keys)
+    assert len(keys) == len(set(k for k in keys if not k.startswith("algorithm."))) + sum(
+        k.startswith("algorithm.") for k in keys
+    )
     shared = set(AlgorithmConfig.model_fields)
     for k in shared:  # shared options once, at the top level
         assert sum(ln.startswith(f"algorithm.{k} = ") for ln in lines) == 1, k
     for name in registered_algorithms():
         head = next(i for i, ln in enumerate(lines) if ln.startswith(f"# algorithm.name: {name} "))
         block = []
-        for ln in lines[head + 1:]:
+        for ln in lines[head + 1 :]:
             if not ln.startswith("  "):
                 break
             block.append(ln.strip())

@@ -42,8 +42,15 @@ MATH_COLUMNS = {"prompt": "question", "answer": "solution"}
 
 def test_default_is_the_old_reasoning_gym_config():
     d = DataConfig()
-    assert (d.source, d.task, d.task_config, d.train_size, d.eval_size, d.seed, d.template) == \
-        ("reasoning_gym", "chain_sum", {}, 2000, 256, 0, "plain")
+    assert (d.source, d.task, d.task_config, d.train_size, d.eval_size, d.seed, d.template) == (
+        "reasoning_gym",
+        "chain_sum",
+        {},
+        2000,
+        256,
+        0,
+        "plain",
+    )
     assert DataConfig(task="basic_arithmetic", train_size=5).eval_size == 256
 
 
@@ -54,13 +61,19 @@ def test_source_is_inferred():
     assert DataConfig(path="a/b.jsonl").train_size is None  # all rows
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"template": "qwen_boxed"}, r"data.template: .*unknown template 'qwen_boxed'; did you mean 'qwen-boxed'\? \(known: plain, qwen-boxed, r1, chat\)"),
-    ({"path": "x.csv"}, "cannot tell the format of path 'x.csv'"),
-    ({"source": "jsonl"}, "needs data.path"),
-    ({"columns": {"promt": "q"}}, "unknown key 'data.columns.promt'; did you mean 'data.columns.prompt'"),
-    ({"train_size": 0}, "data.train_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"template": "qwen_boxed"},
+            r"data.template: .*unknown template 'qwen_boxed'; did you mean 'qwen-boxed'\? \(known: plain, qwen-boxed, r1, chat\)",
+        ),
+        ({"path": "x.csv"}, "cannot tell the format of path 'x.csv'"),
+        ({"source": "jsonl"}, "needs data.path"),
+        ({"columns": {"promt": "q"}}, "unknown key 'data.columns.promt'; did you mean 'data.columns.prompt'"),
+        ({"train_size": 0}, "data.train_size"),
+    ],
+)
 def test_bad_data_config_names_the_key(kwargs, match):
     with pytest.raises(ValidationError) as e:
         DataConfig(**kwargs)
@@ -147,8 +160,9 @@ def test_templates():
     boxed = apply_template("qwen-boxed", q)
     assert boxed == QWEN_BOXED.replace("{question}", q).replace("{{}}", "{}")
     assert boxed.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + q)
-    assert boxed.endswith("Please reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
-                          "<|im_start|>assistant\n")
+    assert boxed.endswith(
+        "Please reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
+    )
     r1 = apply_template("r1", q)
     assert "<think> </think> and <answer> </answer>" in r1 and r1.endswith(f"User: {q}. Assistant:")
     with pytest.raises(ConfigError, match="unknown template 'r2'.*known: plain, qwen-boxed, r1, chat"):
@@ -171,7 +185,9 @@ def test_templates_apply_to_every_source_and_keep_the_question(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", math_rows())
     train, evals = load_problems(DataConfig(path=str(path), columns=MATH_COLUMNS, template="qwen-boxed"))
     for p in train + evals:
-        assert p.prompt == apply_template("qwen-boxed", p.metadata["question"]) and p.metadata["template"] == "qwen-boxed"
+        assert (
+            p.prompt == apply_template("qwen-boxed", p.metadata["question"]) and p.metadata["template"] == "qwen-boxed"
+        )
     assert set(TEMPLATES) == {"plain", "qwen-boxed", "r1", "chat"}
 
 
@@ -189,16 +205,23 @@ def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^data.path: no such file: .*nowhere.jsonl$"):
         load_problems(DataConfig(path=str(tmp_path / "nowhere.jsonl")))
     with pytest.raises(ConfigError, match=r"^data.eval_path: no such file"):
-        load_problems(DataConfig(path=str(write_jsonl(tmp_path / "a.jsonl", math_rows(3))), columns=MATH_COLUMNS,
-                                 eval_path=str(tmp_path / "b.jsonl")))
+        load_problems(
+            DataConfig(
+                path=str(write_jsonl(tmp_path / "a.jsonl", math_rows(3))),
+                columns=MATH_COLUMNS,
+                eval_path=str(tmp_path / "b.jsonl"),
+            )
+        )
 
 
 def test_row_without_the_answer_column(tmp_path):
     rows = math_rows(20)
     del rows[16]["solution"]
     msg = bad(tmp_path, rows, columns=MATH_COLUMNS)
-    assert msg == (f"data.path: {tmp_path / 'bad.jsonl'} row 17: no 'solution' column; set data.columns.answer "
-                   "(columns: question, level)")
+    assert msg == (
+        f"data.path: {tmp_path / 'bad.jsonl'} row 17: no 'solution' column; set data.columns.answer "
+        "(columns: question, level)"
+    )
 
 
 def test_default_column_names_missing(tmp_path):
@@ -236,7 +259,9 @@ def test_missing_extra_and_tests_columns(tmp_path):
     msg = bad(tmp_path, math_rows(4), columns={**MATH_COLUMNS, "tests": "tests"})
     assert "row 1: no 'tests' column; set data.columns.tests" in msg
     rows = [{"question": "q", "tests": 5}]
-    assert "column 'tests': must be Python test source" in bad(tmp_path, rows, columns={"prompt": "question", "tests": "tests"})
+    assert "column 'tests': must be Python test source" in bad(
+        tmp_path, rows, columns={"prompt": "question", "tests": "tests"}
+    )
 
 
 def test_parquet_that_is_not_parquet(tmp_path):
@@ -256,8 +281,9 @@ def math_jsonl(tmp_path):
 def test_jsonl_math_dataset_scored_through_the_runner(math_jsonl):
     data = DataConfig(path=str(math_jsonl), columns=MATH_COLUMNS, template="qwen-boxed", extra_columns=["level"])
     train, evals = load_problems(data)
-    reward = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}, {"name": "math_format", "weight": 0.1}],
-                                       workers=2), data)
+    reward = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}, {"name": "math_format", "weight": 0.1}], workers=2), data
+    )
     try:
         runner = RewardRunner(reward)
         batch = train[:8]
@@ -288,8 +314,11 @@ def test_short_training_run_on_a_jsonl_math_dataset(tmp_path, math_jsonl):
         "output_dir": str(tmp_path / "run"),
         "model": {"path": str(model)},
         "data": {"path": str(math_jsonl), "columns": MATH_COLUMNS, "train_size": 16, "template": "plain"},
-        "reward": {"functions": [{"name": "math_accuracy"}, {"name": "math_format", "weight": 0.1}],
-                   "workers": 1, "timeout": 5},
+        "reward": {
+            "functions": [{"name": "math_accuracy"}, {"name": "math_format", "weight": 0.1}],
+            "workers": 1,
+            "timeout": 5,
+        },
         "algorithm": {"name": "grpo"},
         "rollout": {"n": 4, "max_new_tokens": 6},
         "train": {"steps": 2, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 1e-3},

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 
+import helpers
 from helpers import make_random_model
 from rlvr.algorithms import DAPO, ReMax
 
@@ -26,8 +26,12 @@ def random_model(tmp_path_factory):
 
 
 def write_config(path: Path, model: Path, **sections) -> Path:
-    return helpers.write_config(path, model, {"algorithm": {"name": "dapo"}, "rollout": {"n": N},
-                                              "train": {"steps": 1, "prompts_per_step": K}}, **sections)
+    return helpers.write_config(
+        path,
+        model,
+        {"algorithm": {"name": "dapo"}, "rollout": {"n": N}, "train": {"steps": 1, "prompts_per_step": K}},
+        **sections,
+    )
 
 
 class Recording:
@@ -70,7 +74,7 @@ def h(text: str) -> int:
 
 
 def completion_reward(c: str) -> float:
-    return h(c) / 2 ** 32  # differs between any two different completions
+    return h(c) / 2**32  # differs between any two different completions
 
 
 def groups_of(batch) -> list[list[int]]:
@@ -93,8 +97,10 @@ def test_dapo_refills_until_prompts_per_step_groups_are_kept(tmp_path, random_mo
 
     def reward(problems, completions):
         # whole groups are constant (0.0) for one prompt-hash parity; the others vary per completion
-        return [0.0 if h(p.prompt) % 2 == const["parity"] else completion_reward(c)
-                for p, c in zip(problems, completions)]
+        return [
+            0.0 if h(p.prompt) % 2 == const["parity"] else completion_reward(c)
+            for p, c in zip(problems, completions, strict=True)
+        ]
 
     trainer = make_trainer(tmp_path, random_model, reward)
     # make round 0 hold at least one constant group, so one round cannot be enough
@@ -143,7 +149,9 @@ def test_dapo_shortfall_when_few_groups_ever_vary(tmp_path, random_model, on_sho
     varying: set[str] = set()
 
     def reward(problems, completions):
-        return [completion_reward(c) if p.prompt in varying else 1.0 for p, c in zip(problems, completions)]
+        return [
+            completion_reward(c) if p.prompt in varying else 1.0 for p, c in zip(problems, completions, strict=True)
+        ]
 
     trainer = make_trainer(tmp_path, random_model, reward, max_gen_batches=3, on_shortfall=on_shortfall)
     only = trainer.step_problems(0, 0)[0].prompt
@@ -176,7 +184,7 @@ def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_
     def reward(problems, completions):
         # depends on the prompt too: a random model's greedy output may be the same for every prompt
         calls.append(len(completions))
-        return [completion_reward(p.prompt + "|" + c) for p, c in zip(problems, completions)]
+        return [completion_reward(p.prompt + "|" + c) for p, c in zip(problems, completions, strict=True)]
 
     trainer = make_trainer(tmp_path, random_model, reward, name="remax")
     batch, _ = trainer.collect(0)
@@ -197,13 +205,14 @@ def test_remax_greedy_baseline_is_one_greedy_decode_per_prompt(tmp_path, random_
     for p in problems:
         enc = tok(p.prompt, return_tensors="pt")
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, max_new_tokens=6,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        resp = out[0, enc["input_ids"].shape[1]:].tolist()
+            out = model.generate(
+                **enc, do_sample=False, max_new_tokens=6, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+            )
+        resp = out[0, enc["input_ids"].shape[1] :].tolist()
         if tok.eos_token_id in resp:
-            resp = resp[:resp.index(tok.eos_token_id)]
+            resp = resp[: resp.index(tok.eos_token_id)]
         completions.append(tok.decode(resp, skip_special_tokens=True))
-    expected = torch.tensor([completion_reward(p.prompt + "|" + c) for p, c in zip(problems, completions)])
+    expected = torch.tensor([completion_reward(p.prompt + "|" + c) for p, c in zip(problems, completions, strict=True)])
     torch.testing.assert_close(per_prompt, expected)
     assert per_prompt.unique().numel() > 1, "greedy rewards all equal: the comparison proves little"
     assert per_prompt.tolist() != batch.rewards[::N].tolist()  # not the first sampled response's reward

@@ -35,22 +35,35 @@ def test_every_recipe_loads_and_validates(path):
         assert cfg.algorithm.name == Path(path).stem
         if "/paper/" in path:  # Yue et al.'s setting
             assert cfg.model.path == "Qwen/Qwen2.5-7B" and algo.config.kl_coef == 0.0
-            assert (cfg.train.prompts_per_step, cfg.rollout.n, cfg.rollout.temperature, cfg.rollout.max_new_tokens) == (128, 8, 1.0, 8192)
+            assert (cfg.train.prompts_per_step, cfg.rollout.n, cfg.rollout.temperature, cfg.rollout.max_new_tokens) == (
+                128,
+                8,
+                1.0,
+                8192,
+            )
             assert (cfg.eval.temperature, cfg.eval.top_p, cfg.eval.final_n) == (0.6, 0.95, 256)
 
 
 def run_recipe(tmp_path, tiny_model_path, name, *overrides):
     from rlvr.trainer import Trainer
 
-    cfg = load_config(ROOT / "recipes" / "tiny" / f"{name}.yaml",
-                      [f"output_dir={tmp_path / name}", f"model.path={tiny_model_path}", "tracking.progress=false",
-                       "eval.full=false", *overrides])
+    cfg = load_config(
+        ROOT / "recipes" / "tiny" / f"{name}.yaml",
+        [
+            f"output_dir={tmp_path / name}",
+            f"model.path={tiny_model_path}",
+            "tracking.progress=false",
+            "eval.full=false",
+            *overrides,
+        ],
+    )
     return Trainer(cfg).fit(), tmp_path / name
 
 
 def test_grpo_on_the_embedded_model_raises_reward(tmp_path, tiny_model_path):
-    result, out = run_recipe(tmp_path, tiny_model_path, "grpo", "train.steps=30", "checkpoint.every=0",
-                             "eval.n=8", "eval.ks=[1]")
+    result, out = run_recipe(
+        tmp_path, tiny_model_path, "grpo", "train.steps=30", "checkpoint.every=0", "eval.n=8", "eval.ks=[1]"
+    )
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     first = sum(r["reward/mean"] for r in rows[:8]) / 8
     last = sum(r["reward/mean"] for r in rows[-8:]) / 8
@@ -66,8 +79,16 @@ def test_trackers_write_offline(tmp_path, tiny_model_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    _, out = run_recipe(tmp_path, tiny_model_path, "grpo", "train.steps=2", "checkpoint.every=0",
-                        "eval.before=false", "eval.after=false", "tracking.report_to=[tensorboard,wandb]")
+    _, out = run_recipe(
+        tmp_path,
+        tiny_model_path,
+        "grpo",
+        "train.steps=2",
+        "checkpoint.every=0",
+        "eval.before=false",
+        "eval.after=false",
+        "tracking.report_to=[tensorboard,wandb]",
+    )
     assert list(out.rglob("events.out.tfevents.*")), "no tensorboard event file"
     assert list(out.rglob("*.wandb")), "no offline wandb run file"
 
@@ -75,11 +96,34 @@ def test_trackers_write_offline(tmp_path, tiny_model_path, monkeypatch):
 @pytest.mark.distributed
 def test_recipe_under_accelerate_with_two_processes(tmp_path, tiny_model_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29523",
-           "-m", "rlvr", "train", str(ROOT / "recipes" / "tiny" / "grpo.yaml"), f"model.path={tiny_model_path}",
-           f"output_dir={tmp_path / 'ddp'}", "train.steps=3", "eval.n=2", "eval.ks=[1]", "eval.full=false",
-           "checkpoint.every=2", "tracking.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29523",
+        "-m",
+        "rlvr",
+        "train",
+        str(ROOT / "recipes" / "tiny" / "grpo.yaml"),
+        f"model.path={tiny_model_path}",
+        f"output_dir={tmp_path / 'ddp'}",
+        "train.steps=3",
+        "eval.n=2",
+        "eval.ks=[1]",
+        "eval.full=false",
+        "checkpoint.every=2",
+        "tracking.progress=false",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = [json.loads(l) for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
@@ -95,8 +139,15 @@ def test_stopped_run_resumes_from_its_checkpoint(tmp_path, tiny_model_path):
     stopped run's step 3 and redoes it."""
     from rlvr.trainer import Trainer
 
-    common = [f"output_dir={tmp_path / 'r'}", f"model.path={tiny_model_path}", "tracking.progress=false",
-              "eval.before=false", "eval.after=false", "eval.full=false", "checkpoint.every=2"]
+    common = [
+        f"output_dir={tmp_path / 'r'}",
+        f"model.path={tiny_model_path}",
+        "tracking.progress=false",
+        "eval.before=false",
+        "eval.after=false",
+        "eval.full=false",
+        "checkpoint.every=2",
+    ]
     Trainer(load_config(ROOT / "recipes" / "tiny" / "grpo.yaml", common + ["train.steps=3"])).fit()
     assert (tmp_path / "r" / "checkpoints" / "step-2" / "trainer_state.json").is_file()
     assert not (tmp_path / "r" / "checkpoints" / "step-3").exists()

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import helpers
 import pytest
 
+import helpers
 from helpers import make_random_model
 
 TASK = helpers.TASK
@@ -53,11 +53,20 @@ def write_samples(path: Path, ids: list[str], cs: list[int], ns: list[int] | int
     """JSONL with len(ids) problems, ns[i] samples each, the first cs[i] of them correct."""
     ns = [ns] * len(ids) if isinstance(ns, int) else ns
     with open(path, "w") as f:
-        for pid, c, n in zip(ids, cs, ns):
+        for pid, c, n in zip(ids, cs, ns, strict=True):
             for j in range(n):
                 ok = j < c
-                f.write(json.dumps({"problem_id": pid, "sample": j, "text": f"so \\boxed{{{j if ok else 99}}}",
-                                    "reward": 1.0 if ok else 0.0}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "problem_id": pid,
+                            "sample": j,
+                            "text": f"so \\boxed{{{j if ok else 99}}}",
+                            "reward": 1.0 if ok else 0.0,
+                        }
+                    )
+                    + "\n"
+                )
     return path
 
 
@@ -95,11 +104,30 @@ def offline_eval(tmp_path_factory):
     out = d / "eval"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RLVR_CACHE", str(d / "cache"))
-        rc = run_cli(["eval", "--samples", model, "--base-samples", base, "--config", cfg, "--out", out,
-                      "--resamples", "50", "--label", "trained"])
+        rc = run_cli(
+            [
+                "eval",
+                "--samples",
+                model,
+                "--base-samples",
+                base,
+                "--config",
+                cfg,
+                "--out",
+                out,
+                "--resamples",
+                "50",
+                "--label",
+                "trained",
+            ]
+        )
     assert rc == 0
-    return {"out": out, "ids": ids, "metrics": json.loads((out / "metrics.json").read_text()),
-            "summary": (out / "summary.md").read_text()}
+    return {
+        "out": out,
+        "ids": ids,
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "summary": (out / "summary.md").read_text(),
+    }
 
 
 def test_offline_pass_at_k_matches_chen_by_hand(offline_eval):
@@ -138,8 +166,12 @@ def test_offline_dse_crossover_coverage_histogram(offline_eval):
     cov = comp["coverage"]
     ids = offline_eval["ids"]
     assert (cov["both"], cov["base_only"], cov["model_only"], cov["neither"]) == (2, 2, 1, 1)
-    assert cov["ids"] == {"both": [ids[1], ids[3]], "base_only": [ids[2], ids[5]], "model_only": [ids[4]],
-                          "neither": [ids[0]]}
+    assert cov["ids"] == {
+        "both": [ids[1], ids[3]],
+        "base_only": [ids[2], ids[5]],
+        "model_only": [ids[4]],
+        "neither": [ids[0]],
+    }
     assert cov["jaccard"] == pytest.approx(2 / 5)
     m = offline_eval["metrics"]
     hist_m, hist_b = m["model_metrics"]["accuracy_histogram"], m["base_metrics"]["accuracy_histogram"]
@@ -177,13 +209,17 @@ def test_samples_with_different_n_per_problem(tmp_path):
     model = write_samples(tmp_path / "model.jsonl", ids, [1, 0, 6, 4, 2, 0], ns)
     base = write_samples(tmp_path / "base.jsonl", ids, [0, 5, 3, 1, 8, 0], [6, 5, 4, 4, 8, 4])
     out = tmp_path / "eval"
-    assert run_cli(["eval", "--samples", model, "--base-samples", base, "--config", cfg, "--out", out,
-                    "--resamples", "20"]) == 0
+    assert (
+        run_cli(
+            ["eval", "--samples", model, "--base-samples", base, "--config", cfg, "--out", out, "--resamples", "20"]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["model_metrics"]["n_min"] == 4 and m["model_metrics"]["n_max"] == 8
     assert m["model_metrics"]["counts"]["n"] == ns
     assert sorted(int(k) for k in m["model_metrics"]["pass_at_k"]) == [1, 2, 4]  # up to the smallest n
-    want = np.mean([chen(n, c, 2) for n, c in zip(ns, [1, 0, 6, 4, 2, 0])])
+    want = np.mean([chen(n, c, 2) for n, c in zip(ns, [1, 0, 6, 4, 2, 0], strict=True)])
     assert m["model_metrics"]["pass_at_k"]["2"]["mean"] == pytest.approx(want)
     assert m["comparison"]["K"] == 4
     assert "n = 4..8 samples each" in (out / "summary.md").read_text()
@@ -195,8 +231,26 @@ def test_samples_merged_from_two_files(tmp_path):
     a = write_samples(tmp_path / "a.jsonl", ids, [1, 0, 2, 0, 0, 1], 2)
     b = write_samples(tmp_path / "b.jsonl", ids, [0, 0, 2, 1, 0, 0], 2)
     out = tmp_path / "eval"
-    assert run_cli(["eval", "--samples", a, "--samples", b, "--base", "none", "--config", cfg, "--out", out,
-                    "--resamples", "20"]) == 0
+    assert (
+        run_cli(
+            [
+                "eval",
+                "--samples",
+                a,
+                "--samples",
+                b,
+                "--base",
+                "none",
+                "--config",
+                cfg,
+                "--out",
+                out,
+                "--resamples",
+                "20",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["model_metrics"]["counts"] == {"n": [4] * 6, "c": [1, 0, 4, 1, 0, 1]}
     assert "comparison" not in m and "base_metrics" not in m
@@ -213,8 +267,9 @@ def test_rows_without_reward_are_scored_by_the_run_config_verifier(tmp_path):
                 key = {"problem_id": p.id} if j == 0 else {"prompt": p.prompt}
                 f.write(json.dumps({**key, "completion": text}) + "\n")
     out = tmp_path / "eval"
-    assert run_cli(["eval", "--samples", path, "--base", "none", "--config", cfg, "--out", out,
-                    "--resamples", "20"]) == 0
+    assert (
+        run_cli(["eval", "--samples", path, "--base", "none", "--config", cfg, "--out", out, "--resamples", "20"]) == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["model_metrics"]["counts"] == {"n": [2] * 6, "c": [0, 1, 2, 0, 1, 2]}
     rows = [json.loads(l) for l in (out / "samples_model.jsonl").read_text().splitlines()]
@@ -235,8 +290,19 @@ def test_samples_row_with_unknown_problem_names_file_and_line(tmp_path):
     good = write_samples(tmp_path / "good.jsonl", ids, [1] * 6, 2)
     (tmp_path / "base.jsonl").write_text(good.read_text() + "{not json\n")
     with pytest.raises(ValueError, match=r"base\.jsonl line 13: not JSON"):
-        run_cli(["eval", "--samples", good, "--base-samples", tmp_path / "base.jsonl", "--config", cfg,
-                 "--out", tmp_path / "eval"])
+        run_cli(
+            [
+                "eval",
+                "--samples",
+                good,
+                "--base-samples",
+                tmp_path / "base.jsonl",
+                "--config",
+                cfg,
+                "--out",
+                tmp_path / "eval",
+            ]
+        )
 
 
 def test_missing_samples_file_is_an_error(tmp_path):
@@ -258,7 +324,7 @@ def test_eval_without_model_or_samples_is_an_error(tmp_path):
 
 def parity_reward(problems, completions):
     """Deterministic in the completion and the problem: about a third of random texts pass."""
-    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions)]
+    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions, strict=True)]
 
 
 def test_sampling_path_base_cache_hit_and_miss(tmp_path, monkeypatch, random_model, other_model):
@@ -278,8 +344,15 @@ def test_sampling_path_base_cache_hit_and_miss(tmp_path, monkeypatch, random_mod
     def go(out, **spec_kw):
         settings = runner.EvalSettings(**{"n": 4, "max_new_tokens": 6, "resamples": 20, "perplexity": False, **spec_kw})
         calls.clear()
-        r = runner.evaluate(problems, settings, RewardRunner(parity_reward), model=str(other_model),
-                            base=str(random_model), out_dir=tmp_path / out, progress=False)
+        r = runner.evaluate(
+            problems,
+            settings,
+            RewardRunner(parity_reward),
+            model=str(other_model),
+            base=str(random_model),
+            out_dir=tmp_path / out,
+            progress=False,
+        )
         return r, list(calls)
 
     first, c1 = go("e1", perplexity=True)
@@ -334,15 +407,20 @@ def test_base_cache_key_depends_on_problems_and_model(tmp_path, random_model, ot
     assert p != base_cache_path(str(other_model), problems[:3], spec)
     # everything that decides the samples: the sampling settings and seed, which problems share a
     # seeded generate() call (batch_size // n), and the dtype and device type they are drawn in
-    for change in ({"n": 8}, {"temperature": 1.0}, {"top_p": 0.5}, {"max_new_tokens": 5}, {"seed": 1},
-                   {"batch_size": 8}):
+    for change in (
+        {"n": 8},
+        {"temperature": 1.0},
+        {"top_p": 0.5},
+        {"max_new_tokens": 5},
+        {"seed": 1},
+        {"batch_size": 8},
+    ):
         assert p != base_cache_path(str(random_model), problems[:3], EvalSettings(**{"n": 4, **change})), change
     for how in ({"dtype": "bfloat16"}, {"device": "cuda"}, {"engine_batch": 2}):
         assert p != base_cache_path(str(random_model), problems[:3], spec, **how), how
     for same in ({"K": 2}, {"resamples": 10}, {"perplexity": False}, {"threshold": 0.5}, {"ppl_per_problem": 1}):
         assert p == base_cache_path(str(random_model), problems[:3], EvalSettings(**{"n": 4, **same})), same
-    assert p == base_cache_path(str(random_model), problems[:3], spec, dtype="float32", device="cpu",
-                                engine_batch=256)
+    assert p == base_cache_path(str(random_model), problems[:3], spec, dtype="float32", device="cpu", engine_batch=256)
 
 
 def test_perplexity_cross_terms_with_sampling(tmp_path, random_model, other_model):
@@ -351,8 +429,15 @@ def test_perplexity_cross_terms_with_sampling(tmp_path, random_model, other_mode
 
     problems = eval_problems(write_config(tmp_path / "run.yaml", random_model))[:2]
     settings = EvalSettings(n=4, max_new_tokens=6, resamples=20, ppl_per_problem=2)
-    r = evaluate(problems, settings, RewardRunner(parity_reward), model=str(other_model), base=str(random_model),
-                 out_dir=tmp_path / "e", progress=False)
+    r = evaluate(
+        problems,
+        settings,
+        RewardRunner(parity_reward),
+        model=str(other_model),
+        base=str(random_model),
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     ppl = r["perplexity"]
     assert set(ppl["median"]) == {"base_on_base", "base_on_model", "model_on_model"}
     for name, vals in ppl["values"].items():
@@ -376,8 +461,25 @@ def test_cli_eval_sampling_with_model_finds_run_config(tmp_path, monkeypatch, ra
     run = tmp_path / "run"
     shutil.copytree(other_model, run / "final")
     write_config(run / "config.yaml", random_model, reward={"functions": [{"name": "helpers:parity"}]})
-    assert run_cli(["eval", "--model", run / "final", "--n", "2", "--problems", "2", "--resamples", "20",
-                    "--no-perplexity", "--max-new-tokens", "4"]) == 0
+    assert (
+        run_cli(
+            [
+                "eval",
+                "--model",
+                run / "final",
+                "--n",
+                "2",
+                "--problems",
+                "2",
+                "--resamples",
+                "20",
+                "--no-perplexity",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "eval" / "metrics.json").read_text())
     assert m["label"] == "model" and m["base_path"] == str(random_model)
     assert m["spec"]["n"] == 2 and m["spec"]["max_new_tokens"] == 4
@@ -395,8 +497,15 @@ def test_metrics_json_records_model_path_with_default_label(tmp_path):
     cfg = write_config(tmp_path / "run.yaml")
     problems = eval_problems(cfg)
     samples = write_samples(tmp_path / "s.jsonl", [p.id for p in problems], [1] * 6, 2)
-    r = evaluate(problems, EvalSettings(n=2, resamples=20), RewardRunner(parity_reward), samples=[str(samples)],
-                 model_path="runs/x/final", out_dir=tmp_path / "e", progress=False)
+    r = evaluate(
+        problems,
+        EvalSettings(n=2, resamples=20),
+        RewardRunner(parity_reward),
+        samples=[str(samples)],
+        model_path="runs/x/final",
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     assert r["label"] == "model"
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["model_path"] == "runs/x/final"
 
@@ -409,15 +518,35 @@ def test_cached_base_rows_follow_the_current_threshold(tmp_path, random_model):
     ids = [p.id for p in problems]
     # the base's samples as cached by an eval with threshold 1.0: reward 0.5 was not correct then
     spec1 = EvalSettings(n=2, threshold=1.0, resamples=20, perplexity=False)
-    cached = [{"problem_id": pid, "sample": j, "prompt": p.prompt, "text": "t", "tokens": 1, "finish_reason": "stop",
-               "answer": "t", "reward": 0.5, "correct": False} for p, pid in zip(problems, ids) for j in range(2)]
+    cached = [
+        {
+            "problem_id": pid,
+            "sample": j,
+            "prompt": p.prompt,
+            "text": "t",
+            "tokens": 1,
+            "finish_reason": "stop",
+            "answer": "t",
+            "reward": 0.5,
+            "correct": False,
+        }
+        for p, pid in zip(problems, ids, strict=True)
+        for j in range(2)
+    ]
     path = base_cache_path(str(random_model), problems, spec1)
     path.parent.mkdir(parents=True)
     write_jsonl(path, cached)
     samples = write_samples(tmp_path / "m.jsonl", ids, [1, 0], 2)
     spec2 = EvalSettings(n=2, threshold=0.5, resamples=20, perplexity=False)
-    r = evaluate(problems, spec2, RewardRunner(parity_reward), samples=[str(samples)], base=str(random_model),
-                 out_dir=tmp_path / "e", progress=False)
+    r = evaluate(
+        problems,
+        spec2,
+        RewardRunner(parity_reward),
+        samples=[str(samples)],
+        base=str(random_model),
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     assert r["base_cache"]["hit"] is True
     assert r["base_metrics"]["counts"]["c"] == [2, 2]  # reward 0.5 >= threshold 0.5
 
@@ -433,9 +562,14 @@ def trained_run(tmp_path_factory, random_model):
     from rlvr.trainer import Trainer
 
     d = tmp_path_factory.mktemp("trained")
-    cfg = load_config(write_config(d / "c.yaml", random_model, data={"eval_size": 4},
-                                   eval={"before": True, "after": True, "every": 1, "n": 4, "ks": [1, 2, 4],
-                                         "full": True}))
+    cfg = load_config(
+        write_config(
+            d / "c.yaml",
+            random_model,
+            data={"eval_size": 4},
+            eval={"before": True, "after": True, "every": 1, "n": 4, "ks": [1, 2, 4], "full": True},
+        )
+    )
     captured: list[tuple[str, list[dict]]] = []
     real = runner.sample_rows
 
@@ -449,11 +583,19 @@ def trained_run(tmp_path_factory, random_model):
         mp.setattr(runner, "sample_rows", capture)
         trainer = Trainer(cfg, reward_fn=parity_reward)
         result = trainer.fit()
-        cache = runner.base_cache_path(trainer.model_path, trainer.eval_problems, trainer.eval_settings(),
-                                       engine_batch=trainer.engine.batch_size)
+        cache = runner.base_cache_path(
+            trainer.model_path, trainer.eval_problems, trainer.eval_settings(), engine_batch=trainer.engine.batch_size
+        )
         order = [p.id for p in trainer.eval_problems]
-    return {"out": Path(cfg.output_dir), "cfg": cfg, "result": result, "captured": captured, "cache": cache,
-            "order": order, "cache_root": d / "cache"}
+    return {
+        "out": Path(cfg.output_dir),
+        "cfg": cfg,
+        "result": result,
+        "captured": captured,
+        "cache": cache,
+        "order": order,
+        "cache_root": d / "cache",
+    }
 
 
 def test_in_training_eval_rows(trained_run):
@@ -471,8 +613,9 @@ def test_in_training_eval_rows(trained_run):
     cache = trained_run["cache"]
     assert cache.is_file() and cache.is_relative_to(trained_run["cache_root"])
     base_rows = read_jsonl(cache)
-    assert [(r["problem_id"], r["text"], r["correct"]) for r in base_rows] == \
-        [(r["problem_id"], r["text"], r["correct"]) for r in by_desc["eval base"]]
+    assert [(r["problem_id"], r["text"], r["correct"]) for r in base_rows] == [
+        (r["problem_id"], r["text"], r["correct"]) for r in by_desc["eval base"]
+    ]
     bn, bc = counts(base_rows, order)
     base = evals[0]
     assert base["problems"] == 4 and base["n"] == 4

@@ -225,8 +225,19 @@ def test_accuracy_histogram_bins_and_boundaries():
     assert list(got) == list(HISTOGRAM_BINS)
     assert len(got) == 12 and HISTOGRAM_BINS[0] == "0" and HISTOGRAM_BINS[-2:] == ("(0.9,1)", "1")
     expected = dict.fromkeys(HISTOGRAM_BINS, 0)
-    expected.update({"0": 1, "(0,0.1]": 2, "(0.1,0.2]": 1, "(0.2,0.3]": 1, "(0.3,0.4]": 1, "(0.6,0.7]": 1,
-                     "(0.8,0.9]": 2, "(0.9,1)": 2, "1": 1})
+    expected.update(
+        {
+            "0": 1,
+            "(0,0.1]": 2,
+            "(0.1,0.2]": 1,
+            "(0.2,0.3]": 1,
+            "(0.3,0.4]": 1,
+            "(0.6,0.7]": 1,
+            "(0.8,0.9]": 2,
+            "(0.9,1)": 2,
+            "1": 1,
+        }
+    )
     assert got == expected
     assert sum(got.values()) == len(c)
 
@@ -292,8 +303,14 @@ def test_maj_at_k_bad_input():
 
 
 def _row(pid, correct, tokens, finish="stop", answer="1", entropy=None, reward=None):
-    row = {"problem_id": pid, "reward": float(correct) if reward is None else reward, "correct": correct,
-           "tokens": tokens, "finish_reason": finish, "answer": answer}
+    row = {
+        "problem_id": pid,
+        "reward": float(correct) if reward is None else reward,
+        "correct": correct,
+        "tokens": tokens,
+        "finish_reason": finish,
+        "answer": answer,
+    }
     if entropy is not None:
         row["entropy"] = entropy
     return row

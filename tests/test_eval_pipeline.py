@@ -44,14 +44,24 @@ def problems(k: int = 5):
 
 
 def parity_reward(problems, completions):
-    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions)]
+    return [float((sum(map(ord, c)) + len(p.prompt)) % 3 == 0) for p, c in zip(problems, completions, strict=True)]
 
 
 def settings(**kw):
     from rlvr.eval import EvalSettings
 
-    return EvalSettings(**{"n": 3, "max_new_tokens": 5, "temperature": 1.0, "top_p": 1.0, "batch_size": 6,
-                           "resamples": 20, "perplexity": False, **kw})
+    return EvalSettings(
+        **{
+            "n": 3,
+            "max_new_tokens": 5,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "batch_size": 6,
+            "resamples": 20,
+            "perplexity": False,
+            **kw,
+        }
+    )
 
 
 def rows_with(engine, world: int, **kw) -> list[tuple]:
@@ -60,9 +70,13 @@ def rows_with(engine, world: int, **kw) -> list[tuple]:
     from rlvr.rewards import RewardRunner
 
     probs = problems()
-    rows = [r for rank in range(world)
-            for r in sample_rows(engine, probs, settings(**kw), RewardRunner(parity_reward), progress=False,
-                                 rank=rank, world=world)]
+    rows = [
+        r
+        for rank in range(world)
+        for r in sample_rows(
+            engine, probs, settings(**kw), RewardRunner(parity_reward), progress=False, rank=rank, world=world
+        )
+    ]
     return [(r["problem_id"], r["sample"], r["text"]) for r in _in_order(rows, [p.id for p in probs])]
 
 
@@ -117,8 +131,13 @@ def test_one_settings_type_for_config_cli_and_sweep():
     # resolution: the config's values, rollout's lengths, final_n for the full eval, then the overrides
     e = EvalConfig(n=4, final_n=16, temperature=1.0)
     r = RolloutConfig(max_new_tokens=7, generation_batch_size=32)
-    assert e.settings(r).model_dump() == {**plain.model_dump(), "n": 4, "temperature": 1.0, "max_new_tokens": 7,
-                                          "batch_size": 32}
+    assert e.settings(r).model_dump() == {
+        **plain.model_dump(),
+        "n": 4,
+        "temperature": 1.0,
+        "max_new_tokens": 7,
+        "batch_size": 32,
+    }
     assert e.settings(r, final=True).n == 16
     assert e.settings(r, final=True, n=2, seed=None).n == 2
 
@@ -157,16 +176,39 @@ def test_two_process_eval_draws_the_one_process_rows(tmp_path, engine):
     from rlvr.rewards import RewardRunner
 
     eng, path = engine
-    one = evaluate(problems(), settings(), RewardRunner(parity_reward), model=eng, base=str(path), model_is_base=True,
-                   progress=False)
+    one = evaluate(
+        problems(),
+        settings(),
+        RewardRunner(parity_reward),
+        model=eng,
+        base=str(path),
+        model_is_base=True,
+        progress=False,
+    )
     assert one["base_cache"]["hit"] is False
     cache = Path(one["base_cache"]["path"])
     rows = read_jsonl(cache)
     cache.unlink()
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
-           str(ROOT / "eval_worker.py"), str(path), str(tmp_path / "two.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29531",
+        str(ROOT / "eval_worker.py"),
+        str(path),
+        str(tmp_path / "two.json"),
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     two = json.loads((tmp_path / "two.json").read_text())

@@ -44,7 +44,9 @@ def test_late_imports_and_type_checking_blocks_are_read_as_python_runs_them(tmp_
         (tmp_path / pkg).mkdir()
         (tmp_path / pkg / "__init__.py").write_text("")
     (tmp_path / "rlvr" / "a.py").write_text("def f():\n    from rlvr import b\n")
-    (tmp_path / "rlvr" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rlvr import a\n")
+    (tmp_path / "rlvr" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rlvr import a\n"
+    )
     (tmp_path / "rlvr" / "sub").mkdir()
     (tmp_path / "rlvr" / "sub" / "__init__.py").write_text("from .c import x\n")
     (tmp_path / "rlvr" / "sub" / "c.py").write_text("from ..a import f\nx = 1\n")

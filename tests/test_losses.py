@@ -488,9 +488,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str, x, mask, l
         tokens = all_reduce_sum(ml.sum())
         seqs = all_reduce_sum(torch.tensor(float(ml.shape[0])))
         agg = {
-            mode: all_reduce_sum(
-                agg_loss(ll, ml, mode, global_tokens=tokens, global_seqs=seqs, norm_constant=6)
-            )
+            mode: all_reduce_sum(agg_loss(ll, ml, mode, global_tokens=tokens, global_seqs=seqs, norm_constant=6))
             for mode in AGG_MODES
         }
         result = {
@@ -521,9 +519,13 @@ def test_distributed_whiten_all_reduce_and_agg_loss_match_single_process(tmp_pat
     )
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     halves = [slice(0, 2), slice(2, 5)]
-    for kwargs, key in [({}, "whiten"), ({"unbiased": False}, "whiten_biased"), ({"shift_mean": False}, "whiten_noshift")]:
+    for kwargs, key in [
+        ({}, "whiten"),
+        ({"unbiased": False}, "whiten_biased"),
+        ({"shift_mean": False}, "whiten_noshift"),
+    ]:
         full = whiten(x, mask, **kwargs)
-        for res, rows in zip(results, halves):
+        for res, rows in zip(results, halves, strict=True):
             torch.testing.assert_close(res[key], full[rows])
     # teeth: whitening one half alone gives different numbers
     assert not torch.allclose(whiten(x[halves[1]], mask[halves[1]]), whiten(x, mask)[halves[1]])

@@ -19,8 +19,10 @@ from rlvr.tasks import Problem
 
 ANSWERS = Path(__file__).parent / "data" / "math_answers.jsonl"
 REASONING = "Let me work through this step by step. Checking the small cases and simplifying gives the result."
-RENDER = {"qwen-boxed": lambda a: f"{REASONING} So the final answer is \\boxed{{{a}}}.",
-          "r1": lambda a: f"<think>{REASONING}</think> <answer>{a}</answer>"}
+RENDER = {
+    "qwen-boxed": lambda a: f"{REASONING} So the final answer is \\boxed{{{a}}}.",
+    "r1": lambda a: f"<think>{REASONING}</think> <answer>{a}</answer>",
+}
 
 
 def problem(gold: str) -> Problem:
@@ -28,8 +30,10 @@ def problem(gold: str) -> Problem:
 
 
 def grade(template: str, golds: list[str], completions: list[str], workers: int = 2) -> list[float]:
-    reward = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}], workers=workers, timeout=30),
-                          DataConfig(path="m.jsonl", template=template))
+    reward = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}], workers=workers, timeout=30),
+        DataConfig(path="m.jsonl", template=template),
+    )
     try:
         _, parts = reward.detailed([problem(g) for g in golds], completions)
         assert parts["math_accuracy"].errors == 0 and parts["math_accuracy"].timeouts == 0
@@ -80,9 +84,9 @@ def test_r1_grades_bare_answers_like_boxed_ones():
     answers = [a for _, a in R1_RIGHT + R1_WRONG]
     want = [1.0] * len(R1_RIGHT) + [0.0] * len(R1_WRONG)
     r1 = grade("r1", golds, [RENDER["r1"](a) for a in answers])
-    assert r1 == want, [(g, a, s) for g, a, s, w in zip(golds, answers, r1, want) if s != w]
+    assert r1 == want, [(g, a, s) for g, a, s, w in zip(golds, answers, r1, want, strict=True) if s != w]
     boxed = grade("qwen-boxed", golds, [RENDER["qwen-boxed"](a) for a in answers])
-    assert boxed == want, [(g, a, s) for g, a, s, w in zip(golds, answers, boxed, want) if s != w]
+    assert boxed == want, [(g, a, s) for g, a, s, w in zip(golds, answers, boxed, want, strict=True) if s != w]
 
 
 def test_acceptance_and_false_accepts_on_the_answer_set():
@@ -98,8 +102,8 @@ def test_acceptance_and_false_accepts_on_the_answer_set():
     rate = {}
     for template, render in RENDER.items():
         scores = grade(template, golds, [render(a) for a in answers])
-        accepted = [s for s, ok in zip(scores, right) if ok]
-        false = [(g, a) for g, a, s, ok in zip(golds, answers, scores, right) if not ok and s >= 1]
+        accepted = [s for s, ok in zip(scores, right, strict=True) if ok]
+        false = [(g, a) for g, a, s, ok in zip(golds, answers, scores, right, strict=True) if not ok and s >= 1]
         rate[template] = 100 * sum(accepted) / len(accepted)
         assert len(false) <= 0.01 * (len(right) - sum(right)), (template, false)
     assert rate["r1"] >= 95 and rate["r1"] >= rate["qwen-boxed"] - 1, rate
@@ -108,21 +112,28 @@ def test_acceptance_and_false_accepts_on_the_answer_set():
 # ------------------------------------------------------------ what math-verify sees
 
 
-@pytest.mark.parametrize("completion, style, seen", [
-    ("<think>so 4</think> <answer>2^{n-1}</answer>", "r1", "\\boxed{2^{n-1}}"),
-    ("<think>a</think> <answer> 376, 625. </answer>", "r1", "\\boxed{376, 625}"),  # the period made it 625 alone
-    ("<think>a</think> <answer>$\\frac{1}{2}$</answer>", "r1", "\\boxed{\\frac{1}{2}}"),
-    ("<think>a</think> <answer>\\boxed{7}</answer>", "r1", "\\boxed{7}"),
-    ("<think>a</think> <answer>so \\boxed{pi/2}</answer>", "r1", "so \\boxed{\\pi/2}"),
-    ("<think>a</think> <answer>The answer is $x = 3$ or $x = 4$</answer>", "r1", "The answer is $x = 3$ or $x = 4$"),
-    ("<think>a</think> <answer>The final answer is 3*pi/4.</answer>", "r1", "\\boxed{3*\\pi/4}"),
-    ("<think>a</think> <answer>costs \\$5</answer>", "r1", "\\boxed{costs \\$5}"),  # \$ is not a delimiter
-    ("<think>a</think> <answer> </answer>", "r1", None),
-    ("no tags, 4", "r1", None),
-    ("so \\boxed{\\frac{1}{2}}.", "boxed", "so \\boxed{\\frac{1}{2}}."),
-    ("so \\boxed{376, 625.} done", "boxed", "so \\boxed{376, 625} done"),
-    ("It equals $\\frac12$.", "boxed", "It equals $\\frac12$."),
-])
+@pytest.mark.parametrize(
+    "completion, style, seen",
+    [
+        ("<think>so 4</think> <answer>2^{n-1}</answer>", "r1", "\\boxed{2^{n-1}}"),
+        ("<think>a</think> <answer> 376, 625. </answer>", "r1", "\\boxed{376, 625}"),  # the period made it 625 alone
+        ("<think>a</think> <answer>$\\frac{1}{2}$</answer>", "r1", "\\boxed{\\frac{1}{2}}"),
+        ("<think>a</think> <answer>\\boxed{7}</answer>", "r1", "\\boxed{7}"),
+        ("<think>a</think> <answer>so \\boxed{pi/2}</answer>", "r1", "so \\boxed{\\pi/2}"),
+        (
+            "<think>a</think> <answer>The answer is $x = 3$ or $x = 4$</answer>",
+            "r1",
+            "The answer is $x = 3$ or $x = 4$",
+        ),
+        ("<think>a</think> <answer>The final answer is 3*pi/4.</answer>", "r1", "\\boxed{3*\\pi/4}"),
+        ("<think>a</think> <answer>costs \\$5</answer>", "r1", "\\boxed{costs \\$5}"),  # \$ is not a delimiter
+        ("<think>a</think> <answer> </answer>", "r1", None),
+        ("no tags, 4", "r1", None),
+        ("so \\boxed{\\frac{1}{2}}.", "boxed", "so \\boxed{\\frac{1}{2}}."),
+        ("so \\boxed{376, 625.} done", "boxed", "so \\boxed{376, 625} done"),
+        ("It equals $\\frac12$.", "boxed", "It equals $\\frac12$."),
+    ],
+)
 def test_math_answer_by_style(completion, style, seen):
     assert math_answer(completion, style) == seen
 
@@ -138,10 +149,37 @@ def test_text_answers_are_compared_as_words():
 # ------------------------------------------------------------ degenerate golds at data load
 
 
-DEGENERATE = ["sum_(i=1)^n i^3", "sum_{i=1}^n i", "prod_(i=1)^n i", "\\gcd(a, b)", "a \\equiv 1 \\pmod 3",
-              "n mod 3", "n choose 2", "binom(n,k)", "10 USD", "?", "x \\to \\infty", ""]
-READ_AS_WRITTEN = ["\\frac{7}{7}", "2^0", "100\\%", "5 \\text{ cm}", "\\text{See solution}", "e^2", "3 + 4i", "\\mathbb{R}",
-                   "\\sum_{k=1}^{10} k", "(11,7)or(7,11)", "S_{MBCN}:S=7:32", "\\$10", "\\emptyset", "pi/2", "sqrt(3)"]
+DEGENERATE = [
+    "sum_(i=1)^n i^3",
+    "sum_{i=1}^n i",
+    "prod_(i=1)^n i",
+    "\\gcd(a, b)",
+    "a \\equiv 1 \\pmod 3",
+    "n mod 3",
+    "n choose 2",
+    "binom(n,k)",
+    "10 USD",
+    "?",
+    "x \\to \\infty",
+    "",
+]
+READ_AS_WRITTEN = [
+    "\\frac{7}{7}",
+    "2^0",
+    "100\\%",
+    "5 \\text{ cm}",
+    "\\text{See solution}",
+    "e^2",
+    "3 + 4i",
+    "\\mathbb{R}",
+    "\\sum_{k=1}^{10} k",
+    "(11,7)or(7,11)",
+    "S_{MBCN}:S=7:32",
+    "\\$10",
+    "\\emptyset",
+    "pi/2",
+    "sqrt(3)",
+]
 
 
 @pytest.mark.parametrize("gold", DEGENERATE)
@@ -182,7 +220,9 @@ def test_data_load_warns_naming_the_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("WARNING") == 2  # once per file read: data.path, then data.eval_path
     first = err.splitlines()[0]
-    assert first.startswith(f"rlvr: WARNING: data.path: {path}: 2 of 8 gold answers in column 'answer' are read by math-verify")
+    assert first.startswith(
+        f"rlvr: WARNING: data.path: {path}: 2 of 8 gold answers in column 'answer' are read by math-verify"
+    )
     assert "row 3 'sum_(i=1)^n i^3' reads as 1: its variables" in first and "row 6 '\\\\gcd(a, b)'" in first
     assert "data.degenerate_golds: drop" in first
 

@@ -69,7 +69,7 @@ def test_arrays_with_different_n_per_problem():
     # a scalar n broadcasts over per-problem c; lists are accepted too
     np.testing.assert_allclose(pass_at_k(4, [0, 1, 4], 2), [0.0, 0.5, 1.0])
     np.testing.assert_allclose(pass_at_k([4, 5], 2, 1), [0.5, 0.4])
-    for nn, cc, v in zip(n, c, got):
+    for nn, cc, v in zip(n, c, got, strict=True):
         assert v == pytest.approx(_brute_force(int(nn), int(cc), 2))
 
 
@@ -102,10 +102,13 @@ def test_curve_default_ks_and_values():
         assert v == pytest.approx((_brute_force(12, 3, k) + 0.0) / 2)  # the 16-sample problem has none
     assert list(pass_at_k_curve(8, 2)) == [1, 2, 4, 8]  # 8 is a power of two: not repeated
     assert list(pass_at_k_curve(1, 1)) == [1]
-    assert pass_at_k_curve(8, 2, ks=[3, 5]) == {3: pytest.approx(pass_at_k(8, 2, 3)), 5: pytest.approx(pass_at_k(8, 2, 5))}
+    assert pass_at_k_curve(8, 2, ks=[3, 5]) == {
+        3: pytest.approx(pass_at_k(8, 2, 3)),
+        5: pytest.approx(pass_at_k(8, 2, 5)),
+    }
     # pass@k is non-decreasing in k
     values = list(pass_at_k_curve(64, 5).values())
-    assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))
 
 
 def test_public_import_path():

@@ -47,7 +47,7 @@ def _direct_ppl(model, tok, prompt: str, response: str) -> float:
 
 def test_batched_matches_one_at_a_time(models):
     base, _, tok = models
-    expected = np.array([_direct_ppl(base, tok, p, r) for p, r in zip(PROMPTS, RESPONSES)])
+    expected = np.array([_direct_ppl(base, tok, p, r) for p, r in zip(PROMPTS, RESPONSES, strict=True)])
     assert len(set(np.round(expected, 6))) == len(expected)  # distinct values: a row mix-up would show
     for batch_size in (1, 4, 16):  # several padded layouts, including one batch holding all six
         got = sequence_perplexity(base, tok, PROMPTS, RESPONSES, batch_size=batch_size)
@@ -86,12 +86,23 @@ def test_cross_terms_use_the_right_model_and_responses(models):
     base, trained, tok = models
     base_resp = RESPONSES
     model_resp = ["3", "56", "b", "51", "none", "ok ok"]
-    got = perplexity_cross_terms(base, trained, tok, PROMPTS, base_resp, model_resp, batch_size=4,
-                                 ref_responses=["3", "56", "bcd", "51", "x", "hi"])
-    for key, model, resp in [("base_on_base", base, base_resp), ("base_on_model", base, model_resp),
-                             ("model_on_model", trained, model_resp),
-                             ("base_on_ref", base, ["3", "56", "bcd", "51", "x", "hi"])]:
-        expected = [_direct_ppl(model, tok, p, r) for p, r in zip(PROMPTS, resp)]
+    got = perplexity_cross_terms(
+        base,
+        trained,
+        tok,
+        PROMPTS,
+        base_resp,
+        model_resp,
+        batch_size=4,
+        ref_responses=["3", "56", "bcd", "51", "x", "hi"],
+    )
+    for key, model, resp in [
+        ("base_on_base", base, base_resp),
+        ("base_on_model", base, model_resp),
+        ("model_on_model", trained, model_resp),
+        ("base_on_ref", base, ["3", "56", "bcd", "51", "x", "hi"]),
+    ]:
+        expected = [_direct_ppl(model, tok, p, r) for p, r in zip(PROMPTS, resp, strict=True)]
         np.testing.assert_allclose(got[key], expected, rtol=1e-5, err_msg=key)
         assert got["median"][key] == pytest.approx(float(np.median(expected)), rel=1e-5)
     # the two random models disagree, so swapping them would be caught
@@ -105,12 +116,17 @@ def test_cross_terms_with_the_bases_own_prompts_and_entropies(models):
     mean token entropies come from the same forward passes."""
     base, trained, tok = models
     base_prompts = list(reversed(PROMPTS))
-    got = perplexity_cross_terms(base, trained, tok, PROMPTS, RESPONSES, RESPONSES, base_prompts=base_prompts,
-                                 model_tokenizer=tok, batch_size=4)
-    np.testing.assert_allclose(got["base_on_base"], [_direct_ppl(base, tok, p, r) for p, r in zip(base_prompts, RESPONSES)],
-                               rtol=1e-5)
-    np.testing.assert_allclose(got["base_on_model"], [_direct_ppl(base, tok, p, r) for p, r in zip(PROMPTS, RESPONSES)],
-                               rtol=1e-5)
+    got = perplexity_cross_terms(
+        base, trained, tok, PROMPTS, RESPONSES, RESPONSES, base_prompts=base_prompts, model_tokenizer=tok, batch_size=4
+    )
+    np.testing.assert_allclose(
+        got["base_on_base"],
+        [_direct_ppl(base, tok, p, r) for p, r in zip(base_prompts, RESPONSES, strict=True)],
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        got["base_on_model"], [_direct_ppl(base, tok, p, r) for p, r in zip(PROMPTS, RESPONSES, strict=True)], rtol=1e-5
+    )
     _, ent = sequence_perplexity(trained, tok, PROMPTS, RESPONSES, return_entropy=True)
     assert got["entropy"]["model"] == pytest.approx(float(np.mean(ent)))
     assert 0 < got["entropy"]["base"] < math.log(79) + 1e-6  # at most the entropy of a uniform over the vocab

@@ -37,8 +37,7 @@ def _counts(seed: int, shrink: float) -> np.ndarray:
 def test_plot_pass_at_k_bands_crossover_and_plain_floats(tmp_path):
     curves = {"base": bootstrap_pass_at_k(32, _counts(1, 1.0), KS, resamples=100)}
     for i, name in enumerate(["GRPO", "PPO", "RLOO"]):
-        curves[name] = bootstrap_pass_at_k(32, np.where(_counts(1, 1.0) > 1, _counts(i + 2, 3.0), 0), KS,
-                                           resamples=100)
+        curves[name] = bootstrap_pass_at_k(32, np.where(_counts(1, 1.0) > 1, _counts(i + 2, 3.0), 0), KS, resamples=100)
     curves["plain floats"] = {k: min(1.0, 0.3 + 0.1 * np.log2(k)) for k in KS}
     crossover = {name: crossover_k(curves["base"], curves[name]) for name in curves if name != "base"}
     out = plot_pass_at_k(curves, tmp_path / "sub" / "passk.png", crossover=crossover)
@@ -52,8 +51,10 @@ def test_plot_pass_at_k_bands_crossover_and_plain_floats(tmp_path):
 
 
 def test_plot_accuracy_histogram(tmp_path):
-    hists = {name: accuracy_histogram(32, _counts(s, f)) for name, s, f in
-             [("base", 1, 1.0), ("GRPO", 2, 3.0), ("PPO", 3, 2.0)]}
+    hists = {
+        name: accuracy_histogram(32, _counts(s, f))
+        for name, s, f in [("base", 1, 1.0), ("GRPO", 2, 3.0), ("PPO", 3, 2.0)]
+    }
     _read_png(plot_accuracy_histogram(hists, tmp_path / "hist.png"))
     with pytest.raises(ValueError, match="bins"):
         plot_accuracy_histogram({"a": {"0": 1, "1": 2}, "b": {"0": 1}}, tmp_path / "bad.png")
@@ -61,8 +62,11 @@ def test_plot_accuracy_histogram(tmp_path):
 
 def test_plot_perplexity_box_linear_and_log(tmp_path):
     rng = np.random.default_rng(0)
-    narrow = {"PPL_base(Y_base)": 2 + rng.random(50), "PPL_base(Y_GRPO)": 1.5 + rng.random(50),
-              "PPL_GRPO(Y_GRPO)": np.append(1.1 + rng.random(49), np.nan)}  # nan (empty response) dropped
+    narrow = {
+        "PPL_base(Y_base)": 2 + rng.random(50),
+        "PPL_base(Y_GRPO)": 1.5 + rng.random(50),
+        "PPL_GRPO(Y_GRPO)": np.append(1.1 + rng.random(49), np.nan),
+    }  # nan (empty response) dropped
     _read_png(plot_perplexity_box(narrow, tmp_path / "ppl.png"))
     wide = {"a": rng.lognormal(0, 2, 50), "b": rng.lognormal(1, 2, 50)}  # spans > 20x: log axis
     _read_png(plot_perplexity_box(wide, tmp_path / "ppl_log.png"))
@@ -71,8 +75,17 @@ def test_plot_perplexity_box_linear_and_log(tmp_path):
 
 
 def test_plot_dse_bars_with_and_without_intervals(tmp_path):
-    _read_png(plot_dse_bars({"GRPO": (0.432, 0.40, 0.46), "PPO": (0.423, 0.39, 0.45), "RLOO": (0.41, 0.38, 0.44),
-                             "ReMax": (0.453, 0.42, 0.48)}, tmp_path / "dse.png"))
+    _read_png(
+        plot_dse_bars(
+            {
+                "GRPO": (0.432, 0.40, 0.46),
+                "PPO": (0.423, 0.39, 0.45),
+                "RLOO": (0.41, 0.38, 0.44),
+                "ReMax": (0.453, 0.42, 0.48),
+            },
+            tmp_path / "dse.png",
+        )
+    )
     _read_png(plot_dse_bars({"GRPO": 0.432, "PPO": 0.423}, tmp_path / "dse_plain.png"))
     with pytest.raises(ValueError, match="mean, lo, hi"):
         plot_dse_bars({"GRPO": (0.4, 0.3)}, tmp_path / "bad.png")

@@ -50,11 +50,24 @@ def test_readme_custom_algorithm_is_short_and_trains(tmp_path, monkeypatch):
         monkeypatch.delitem(sys.modules, mod, raising=False)
 
     model = make_random_model(tmp_path / "m")
-    cfg = load_config(None, [
-        f"output_dir={tmp_path / 'run'}", f"model.path={model}", "data.train_size=16", "data.eval_size=4",
-        "algorithm={name: 'mypkg.spy:Spy', margin: 0.05}", "rollout.n=4", "rollout.max_new_tokens=6",
-        "train.steps=2", "train.prompts_per_step=4", "train.lr=1e-3", "eval.before=false", "eval.after=false",
-        "tracking.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"model.path={model}",
+            "data.train_size=16",
+            "data.eval_size=4",
+            "algorithm={name: 'mypkg.spy:Spy', margin: 0.05}",
+            "rollout.n=4",
+            "rollout.max_new_tokens=6",
+            "train.steps=2",
+            "train.prompts_per_step=4",
+            "train.lr=1e-3",
+            "eval.before=false",
+            "eval.after=false",
+            "tracking.progress=false",
+        ],
+    )
 
     def varied(problems, completions):
         return [len(set(c)) / 8.0 for c in completions]

@@ -61,15 +61,28 @@ def test_each_recipe_holds_only_what_differs_from_its_directorys_grpo(recipe):
 
 
 def test_child_deep_merges_over_base_and_lists_replace(tmp_path):
-    (tmp_path / "a.yaml").write_text(yaml.safe_dump({
-        "output_dir": "runs/a", "train": {"steps": 5, "lr": 1e-3}, "eval": {"n": 4, "ks": [1, 2, 4]},
-        "algorithm": {"name": "grpo", "scale": "none", "kl_coef": 0.1}}))
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump({
-        "base": "a.yaml", "train": {"steps": 7}, "eval": {"ks": [1]}, "algorithm": {"clip_high": 0.3}}))
+    (tmp_path / "a.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": "runs/a",
+                "train": {"steps": 5, "lr": 1e-3},
+                "eval": {"n": 4, "ks": [1, 2, 4]},
+                "algorithm": {"name": "grpo", "scale": "none", "kl_coef": 0.1},
+            }
+        )
+    )
+    (tmp_path / "b.yaml").write_text(
+        yaml.safe_dump({"base": "a.yaml", "train": {"steps": 7}, "eval": {"ks": [1]}, "algorithm": {"clip_high": 0.3}})
+    )
     r = read_recipe(tmp_path / "b.yaml")
     assert "base" not in r
     assert r["train"] == {"steps": 7, "lr": 1e-3} and r["eval"] == {"n": 4, "ks": [1]}  # a list replaces
-    assert r["algorithm"] == {"name": "grpo", "scale": "none", "kl_coef": 0.1, "clip_high": 0.3}  # same algorithm: merged
+    assert r["algorithm"] == {
+        "name": "grpo",
+        "scale": "none",
+        "kl_coef": 0.1,
+        "clip_high": 0.3,
+    }  # same algorithm: merged
     cfg = load_config(tmp_path / "b.yaml", ["train.lr=2e-3"])  # overrides apply on top of the chain
     assert (cfg.train.steps, cfg.train.lr, cfg.output_dir, cfg.algorithm.scale) == (7, 2e-3, "runs/a", "none")
 
@@ -77,8 +90,12 @@ def test_child_deep_merges_over_base_and_lists_replace(tmp_path):
 def test_another_algorithm_replaces_the_base_algorithm_section_whole(tmp_path):
     """GRPO's `scale` is no PPO option, and no key can be deleted by merging: a child naming
     another algorithm starts its `algorithm:` section afresh (as sweep cells do)."""
-    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump({"algorithm": {"name": "grpo", "scale": "none", "kl_coef": 0.1}}))
-    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump({"base": "grpo.yaml", "algorithm": {"name": "ppo", "critic_lr": 1e-3}}))
+    (tmp_path / "grpo.yaml").write_text(
+        yaml.safe_dump({"algorithm": {"name": "grpo", "scale": "none", "kl_coef": 0.1}})
+    )
+    (tmp_path / "ppo.yaml").write_text(
+        yaml.safe_dump({"base": "grpo.yaml", "algorithm": {"name": "ppo", "critic_lr": 1e-3}})
+    )
     assert read_recipe(tmp_path / "ppo.yaml")["algorithm"] == {"name": "ppo", "critic_lr": 1e-3}
     cfg = load_config(tmp_path / "ppo.yaml")
     assert type(cfg.algorithm).__name__ == "PPOConfig" and cfg.algorithm.kl_coef == 0.0
@@ -134,13 +151,29 @@ def test_sweep_cells_read_inheriting_recipes(tmp_path):
     from rlvr.sweep import cell_recipe, load_sweep
 
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "grpo.yaml").write_text(yaml.safe_dump({"train": {"steps": 3}, "reward": {"workers": 1},
-                                                              "rollout": {"n": 2, "max_new_tokens": 6},
-                                                              "algorithm": {"name": "grpo", "scale": "none"}}))
-    (tmp_path / "r" / "ppo.yaml").write_text(yaml.safe_dump({"base": "grpo.yaml", "algorithm": {"name": "ppo", "critic_lr": 1e-3}}))
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "r/grpo.yaml", "output_dir": str(tmp_path / "out"),
-                                                     "axes": {"algorithm": ["grpo", "ppo"], "seed": [0]},
-                                                     "algorithms": {"ppo": {"vf_coef": 0.5}}}))
+    (tmp_path / "r" / "grpo.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "train": {"steps": 3},
+                "reward": {"workers": 1},
+                "rollout": {"n": 2, "max_new_tokens": 6},
+                "algorithm": {"name": "grpo", "scale": "none"},
+            }
+        )
+    )
+    (tmp_path / "r" / "ppo.yaml").write_text(
+        yaml.safe_dump({"base": "grpo.yaml", "algorithm": {"name": "ppo", "critic_lr": 1e-3}})
+    )
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": "r/grpo.yaml",
+                "output_dir": str(tmp_path / "out"),
+                "axes": {"algorithm": ["grpo", "ppo"], "seed": [0]},
+                "algorithms": {"ppo": {"vf_coef": 0.5}},
+            }
+        )
+    )
     sweep, base = load_sweep(tmp_path / "s.yaml")
     raw, source = cell_recipe(sweep, base, {"algorithm": "ppo", "seed": 0})
     assert source == tmp_path / "r" / "ppo.yaml" and "base" not in raw

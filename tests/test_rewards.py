@@ -10,8 +10,17 @@ from pydantic import ValidationError
 
 from rlvr.config import ConfigError
 from rlvr.data import DataConfig, load_problems
-from rlvr.rewards import (RewardConfig, RewardRunner, WeightedReward, build_program, build_reward, extract_code,
-                          last_boxed, overlong_penalty, reasoning_gym_reward)
+from rlvr.rewards import (
+    RewardConfig,
+    RewardRunner,
+    WeightedReward,
+    build_program,
+    build_reward,
+    extract_code,
+    last_boxed,
+    overlong_penalty,
+    reasoning_gym_reward,
+)
 from rlvr.tasks import Problem, humaneval_problems
 
 MATH_DATA = DataConfig(path="math.jsonl")  # build_reward reads only source/template/columns
@@ -49,8 +58,14 @@ def test_math_verify_accepts_equivalent_forms(math_reward):
 
 
 def test_math_verify_gold_in_any_common_form(math_reward):
-    cases = [("0.5", "\\boxed{\\frac{1}{2}}"), ("50\\%", "\\boxed{0.5}"), ("$x^2+1$", "\\boxed{1 + x^2}"),
-             ("\\sqrt{2}", "\\boxed{2^{1/2}}"), ("12", "\\boxed{12}"), ("12", "\\boxed{13}")]
+    cases = [
+        ("0.5", "\\boxed{\\frac{1}{2}}"),
+        ("50\\%", "\\boxed{0.5}"),
+        ("$x^2+1$", "\\boxed{1 + x^2}"),
+        ("\\sqrt{2}", "\\boxed{2^{1/2}}"),
+        ("12", "\\boxed{12}"),
+        ("12", "\\boxed{13}"),
+    ]
     scores, parts = math_reward.detailed([math_problem(g) for g, _ in cases], [c for _, c in cases])
     assert parts["math_accuracy"].scores == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
 
@@ -80,17 +95,25 @@ def test_unparseable_gold_is_an_error_not_a_crash(math_reward, capsys):
 
 def test_format_reward_for_the_r1_template():
     reward = build_reward(RewardConfig(functions=[{"name": "math_format"}]), DataConfig(path="m.jsonl", template="r1"))
-    completions = ["<think>2+2</think> <answer>4</answer>", " <think>a</think>\n<answer> 4 </answer>\n",
-                   "<answer>4</answer>", "<think>x</think><answer></answer>", "<think>x</think> 4"]
+    completions = [
+        "<think>2+2</think> <answer>4</answer>",
+        " <think>a</think>\n<answer> 4 </answer>\n",
+        "<answer>4</answer>",
+        "<think>x</think><answer></answer>",
+        "<think>x</think> 4",
+    ]
     assert reward(["p"] * 5, completions) == [1.0, 1.0, 0.0, 0.0, 0.0]
 
 
 def test_r1_template_grades_the_answer_tag():
-    reward = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}], workers=1),
-                          DataConfig(path="m.jsonl", template="r1"))
+    reward = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}], workers=1), DataConfig(path="m.jsonl", template="r1")
+    )
     try:
-        scores = reward([math_problem("4")] * 3, ["<think>it is 5? no</think> <answer>4</answer>",
-                                                 "<think>so 4</think> <answer>5</answer>", "4"])
+        scores = reward(
+            [math_problem("4")] * 3,
+            ["<think>it is 5? no</think> <answer>4</answer>", "<think>so 4</think> <answer>5</answer>", "4"],
+        )
         assert scores == [1.0, 0.0, 0.0]  # the answer is the tag's, not a number in the reasoning
         # a bare answer in the tag is read as LaTeX, as if boxed (before: 2^{n-1} was read as 2, [0, 1) as 1)
         golds = ["2^{n-1}", "2^{n-1}", "[0, 1)", "[0, 1)", "Yes", "Yes"]
@@ -110,8 +133,9 @@ def test_a_new_template_with_the_tag_answer_style_is_graded_by_the_tag_rule(monk
     tagged, boxed = "<think>it is 5? no</think> <answer>4</answer>", "so it is 5? no, \\boxed{4}"
     fmt = build_reward(RewardConfig(functions=[{"name": "math_format"}]), DataConfig(path="m.jsonl", template="tagged"))
     assert fmt(["p"] * 2, [tagged, boxed]) == [1.0, 0.0]
-    acc = build_reward(RewardConfig(functions=[{"name": "math_accuracy"}], workers=1),
-                       DataConfig(path="m.jsonl", template="tagged"))
+    acc = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}], workers=1), DataConfig(path="m.jsonl", template="tagged")
+    )
     try:
         assert acc([math_problem("4")] * 2, [tagged, boxed]) == [1.0, 0.0]  # boxed: no <answer>, no answer
     finally:
@@ -167,22 +191,26 @@ def test_every_humaneval_canonical_solution_scores_1_and_a_broken_one_0(humaneva
     reward = build_reward(RewardConfig(workers=2), DataConfig(source="humaneval"))  # default: code_tests
     runner = RewardRunner(reward)
     rewards, info = runner(humaneval, [p.answer for p in humaneval])
-    failed = [p.id for p, r in zip(humaneval, rewards.tolist()) if r != 1.0]
+    failed = [p.id for p, r in zip(humaneval, rewards.tolist(), strict=True) if r != 1.0]
     assert not failed, f"canonical solutions that did not pass: {failed}"
     assert info["reward/code_tests"] == 1.0 and info["reward/errors"] == 0
     broken = ["    return None\n", "    pass\n", "    while True:\n        pass\n", "    return (\n"]
     some = humaneval[:4]
-    rewards, info = RewardRunner(build_reward(RewardConfig(workers=2, timeout=2), DataConfig(source="humaneval")))(some, broken)
+    rewards, info = RewardRunner(build_reward(RewardConfig(workers=2, timeout=2), DataConfig(source="humaneval")))(
+        some, broken
+    )
     assert rewards.tolist() == [0.0] * 4
     assert info["reward/timeouts"] == 1  # the infinite loop
 
 
 def test_code_in_a_fenced_block_is_a_whole_function(humaneval):
     p = humaneval[0]  # has_close_elements
-    completion = ("Here is my solution:\n```python\nfrom typing import List\n\n"
-                  "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
-                  "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
-                  "```\nDone.")
+    completion = (
+        "Here is my solution:\n```python\nfrom typing import List\n\n"
+        "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+        "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+        "```\nDone."
+    )
     assert extract_code(completion)[1] is True
     reward = build_reward(RewardConfig(workers=1), DataConfig(source="humaneval"))
     assert reward([p, p], [completion, completion.replace("< threshold", "> threshold")]) == [1.0, 0.0]
@@ -192,7 +220,10 @@ def test_code_tests_from_a_tests_column_asserts_and_stdio(tmp_path):
     rows = [
         {"prompt": "write add", "tests": "assert add(2, 3) == 5\nassert add(-1, 1) == 0"},
         {"prompt": "write add", "tests": ["assert add(2, 3) == 5", "assert add(0, 0) == 0"]},
-        {"prompt": "sum the numbers", "tests": [{"input": "1 2\n", "output": "3"}, {"input": "5 5\n", "output": "10\n"}]},
+        {
+            "prompt": "sum the numbers",
+            "tests": [{"input": "1 2\n", "output": "3"}, {"input": "5 5\n", "output": "10\n"}],
+        },
     ]
     import json
 
@@ -237,13 +268,19 @@ def flaky_reward(prompts, completions, **kwargs):
 
 
 def problems_with_difficulty(n):
-    return [Problem(prompt=f"p{i}", answer="1",
-                    metadata={"question": f"p{i}", "answer": "1", "columns": {"difficulty": i}}) for i in range(n)]
+    return [
+        Problem(prompt=f"p{i}", answer="1", metadata={"question": f"p{i}", "answer": "1", "columns": {"difficulty": i}})
+        for i in range(n)
+    ]
 
 
 def test_callables_by_import_path_weighted_and_logged_apart():
-    cfg = RewardConfig(functions=[{"name": "test_rewards:length_reward", "weight": 2.0},
-                                  {"name": "test_rewards:difficulty_reward", "weight": 0.5}])
+    cfg = RewardConfig(
+        functions=[
+            {"name": "test_rewards:length_reward", "weight": 2.0},
+            {"name": "test_rewards:difficulty_reward", "weight": 0.5},
+        ]
+    )
     reward = build_reward(cfg, MATH_DATA)
     assert isinstance(reward, WeightedReward)
     rewards, info = RewardRunner(reward)(problems_with_difficulty(3), ["a" * 10, "skip", "a" * 5])
@@ -291,12 +328,18 @@ def test_a_plain_reward_fn_still_works_with_the_runner(capsys):
     assert "Traceback" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("functions, match", [
-    ([{"name": "math_acuracy"}], "unknown reward 'math_acuracy'; did you mean 'math_accuracy'"),
-    ([{"name": "code_tests", "memory": 5}], "reward 'code_tests': memory: Extra inputs.*options: timeout, memory_mb"),
-    ([{"name": "math_format", "style": "latex"}], "style"),
-    ([{"name": "mod:fn", "scale": 2}], "takes no options"),
-])
+@pytest.mark.parametrize(
+    "functions, match",
+    [
+        ([{"name": "math_acuracy"}], "unknown reward 'math_acuracy'; did you mean 'math_accuracy'"),
+        (
+            [{"name": "code_tests", "memory": 5}],
+            "reward 'code_tests': memory: Extra inputs.*options: timeout, memory_mb",
+        ),
+        ([{"name": "math_format", "style": "latex"}], "style"),
+        ([{"name": "mod:fn", "scale": 2}], "takes no options"),
+    ],
+)
 def test_bad_reward_config_names_the_function(functions, match):
     from rlvr.config import format_validation_error
 

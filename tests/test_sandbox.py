@@ -24,12 +24,15 @@ def test_sandbox_works_here():
     assert (r.passed, r.status, r.stdout.strip(), r.returncode) == (True, "ok", "42", 0)
 
 
-@pytest.mark.parametrize("code, status", [
-    ("import sys; sys.exit(3)", "fail"),
-    ("assert 1 + 1 == 3", "fail"),
-    ("def f(:\n  pass", "fail"),  # a syntax error
-    ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "crash"),
-])
+@pytest.mark.parametrize(
+    "code, status",
+    [
+        ("import sys; sys.exit(3)", "fail"),
+        ("assert 1 + 1 == 3", "fail"),
+        ("def f(:\n  pass", "fail"),  # a syntax error
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "crash"),
+    ],
+)
 def test_failures_are_not_passes(code, status):
     r = run_program(code, timeout=5)
     assert (r.passed, r.status) == (False, status), r.stderr
@@ -55,10 +58,13 @@ def test_sleeping_children_do_not_outlive_the_timeout():
     assert r.status == "timeout" and time.monotonic() - t0 < 5
 
 
-@pytest.mark.parametrize("code", [
-    "x = bytearray(16 * 1024 ** 3)",
-    "chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))\n",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = bytearray(16 * 1024 ** 3)",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))\n",
+    ],
+)
 def test_memory_bomb_is_refused(code):
     r = run_program(code, timeout=10, memory_mb=256)
     assert (r.passed, r.status) == (False, "memory"), (r.status, r.stderr[-500:])
@@ -141,9 +147,11 @@ def test_cannot_write_outside_its_directory():
 
 @needs_uid
 def test_nothing_is_left_in_shared_temp_dirs_for_the_next_program():
-    code = ("import os\nfor d in ('/tmp', '/dev/shm'):\n"
-            "    open(os.path.join(d, 'rlvr-answer-cache'), 'w').write('42')\n"
-            "    os.makedirs(os.path.join(d, 'rlvr-cache-dir', 'sub'), exist_ok=True)\n")
+    code = (
+        "import os\nfor d in ('/tmp', '/dev/shm'):\n"
+        "    open(os.path.join(d, 'rlvr-answer-cache'), 'w').write('42')\n"
+        "    os.makedirs(os.path.join(d, 'rlvr-cache-dir', 'sub'), exist_ok=True)\n"
+    )
     r = run_program(code, timeout=5)
     assert r.passed, r.stderr
     for d in ("/tmp", "/dev/shm"):
@@ -225,7 +233,9 @@ def test_the_jail_is_used_where_the_kernel_allows_namespaces():
     unshare = shutil.which("unshare")
     if not unshare:
         pytest.skip("no unshare(1) to ask the kernel independently")
-    flags = ["--mount", "--pid", "--fork", "--ipc", "--net"] + ([] if os.geteuid() == 0 else ["--user", "--map-root-user"])
+    flags = ["--mount", "--pid", "--fork", "--ipc", "--net"] + (
+        [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    )
     allowed = subprocess.run([unshare, *flags, "true"], capture_output=True).returncode == 0
     if not allowed:
         assert not ISO["jail"] and ISO["missing"], ISO  # said, not pretended
@@ -234,9 +244,11 @@ def test_the_jail_is_used_where_the_kernel_allows_namespaces():
 
 
 def test_the_program_has_no_capability_and_no_view_of_the_host():
-    code = ("import os\nst = open('/proc/self/status').read()\n"
-            "print([l.split()[1] for l in st.splitlines() if l.startswith(('CapEff', 'CapPrm', 'NoNewPrivs'))])\n"
-            "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n")
+    code = (
+        "import os\nst = open('/proc/self/status').read()\n"
+        "print([l.split()[1] for l in st.splitlines() if l.startswith(('CapEff', 'CapPrm', 'NoNewPrivs'))])\n"
+        "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+    )
     r = run_program(code)
     assert r.passed, r.stderr
     caps, pids = (eval(line) for line in r.stdout.splitlines())
@@ -290,10 +302,26 @@ def test_attacks_are_contained(who):
             pytest.skip("no setpriv to switch to an unprivileged uid")
         uid = _unused_uid()
         os.chown(home, uid, uid)  # under /tmp: tmp_path's parents are not searchable by that uid
-        python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3", sys.executable)
-                       if subprocess.run([setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", p, "-c",
-                                          f"import sys; sys.path.insert(0, {REPO!r}); import rlvr.sandbox"],
-                                         capture_output=True).returncode == 0), None)
+        python = next(
+            (
+                p
+                for p in ("/usr/bin/python3", "/usr/local/bin/python3", sys.executable)
+                if subprocess.run(
+                    [
+                        setpriv,
+                        f"--reuid={uid}",
+                        f"--regid={uid}",
+                        "--clear-groups",
+                        p,
+                        "-c",
+                        f"import sys; sys.path.insert(0, {REPO!r}); import rlvr.sandbox",
+                    ],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            None,
+        )
         if python is None:
             shutil.rmtree(home)
             pytest.skip(f"no python that uid {uid} can run with {REPO} readable")
@@ -304,8 +332,9 @@ def test_attacks_are_contained(who):
     finally:
         shutil.rmtree(home, ignore_errors=True)
     lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-    assert p.returncode == 0 and lines and lines[-1] == {"done": True}, \
+    assert p.returncode == 0 and lines and lines[-1] == {"done": True}, (
         f"the driver did not survive (rc {p.returncode}): {p.stdout[-2000:]} {p.stderr[-2000:]}"
+    )
     assert lines[0]["isolation"]["works"], lines[0]  # a sandbox that runs nothing contains everything
     escaped = [x for x in lines if x.get("escaped")]
     assert not escaped, escaped
@@ -316,13 +345,20 @@ def test_attacks_are_contained(who):
 def test_without_the_jail_the_missing_protections_are_said_once(tmp_path):
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from rlvr.sandbox import isolation, run_program\n"
-            "iso = isolation(); isolation()\n"
-            "r = run_program('print(1)')\n"
-            "print(iso['jail'], len(iso['missing']), r.stdout.strip(), r.isolation.get('jail'))\n")
-    p = subprocess.run([sys.executable, "-c", code, REPO], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, RLVR_SANDBOX_NO_JAIL="1"))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from rlvr.sandbox import isolation, run_program\n"
+        "iso = isolation(); isolation()\n"
+        "r = run_program('print(1)')\n"
+        "print(iso['jail'], len(iso['missing']), r.stdout.strip(), r.isolation.get('jail'))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, REPO],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, RLVR_SANDBOX_NO_JAIL="1"),
+    )
     jail, missing, out, run_jail = p.stdout.split()
     assert (jail, out, run_jail) == ("False", "1", "none") and int(missing) >= 3, p.stderr
     assert p.stderr.count("WARNING") == 1 and "pid namespace" in p.stderr and "mount namespace" in p.stderr
@@ -332,15 +368,17 @@ def test_seccomp_refuses_new_namespaces_but_threads_and_subprocesses_work():
     """The filter refuses unshare/setns/mount and clone with a CLONE_NEW* flag (nested namespaces would
     give the program capabilities, and a tmpfs outside the memory bound); clone3 answers ENOSYS so libc
     falls back to clone: threads, fork and subprocess still work."""
-    code = ("import ctypes, os, subprocess, threading\n"
-            "libc = ctypes.CDLL(None, use_errno=True)\n"
-            "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
-            "t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
-            "print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())\n"
-            "pid = os.fork()\n"
-            "if pid == 0:\n"
-            "    os._exit(7)\n"
-            "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
+    code = (
+        "import ctypes, os, subprocess, threading\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
+        "print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(7)\n"
+        "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
     r = run_program(code, timeout=20)
     if not r.isolation.get("jail") or r.isolation.get("seccomp") != "on":
         pytest.skip(f"no jail or no seccomp here: {r.isolation}")

@@ -20,11 +20,11 @@ import json
 import re
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 from pydantic import Field
 
+import helpers
 from helpers import make_random_model
 from rlvr.algorithms import Algorithm, AlgorithmConfig
 
@@ -110,8 +110,10 @@ def random_model(tmp_path_factory):
 
 def hashed_reward(problems, completions):
     # differs between any two different (prompt, completion) pairs: every baseline is informative
-    return [int(hashlib.sha256((p.prompt + "|" + c).encode()).hexdigest()[:8], 16) / 2 ** 32
-            for p, c in zip(problems, completions)]
+    return [
+        int(hashlib.sha256((p.prompt + "|" + c).encode()).hexdigest()[:8], 16) / 2**32
+        for p, c in zip(problems, completions, strict=True)
+    ]
 
 
 def make_trainer(path: Path, model: Path, **sections):
@@ -126,8 +128,13 @@ def make_trainer(path: Path, model: Path, **sections):
 def test_an_algorithm_with_an_extra_model_and_an_extra_sampling_pass_trains(tmp_path, random_model):
     from transformers import AutoModelForCausalLM
 
-    trainer = make_trainer(tmp_path / "c.yaml", random_model, algorithm={"name": f"{__name__}:ColdBaseline"},
-                           train={"steps": 2, "prompts_per_step": K, "grad_clip": 1.0}, checkpoint={"every": 1})
+    trainer = make_trainer(
+        tmp_path / "c.yaml",
+        random_model,
+        algorithm={"name": f"{__name__}:ColdBaseline"},
+        train={"steps": 2, "prompts_per_step": K, "grad_clip": 1.0},
+        checkpoint={"every": 1},
+    )
     algo = trainer.algorithm
     assert isinstance(algo, ColdBaseline) and algo.value in trainer.trained and len(trainer.optimizers) == 2
     trainer.fit()
@@ -158,8 +165,13 @@ def test_resumed_run_continues_with_the_saved_adaptive_kl_coefficient(tmp_path, 
     algorithm = {"name": "grpo", "kl_coef": 0.1, "kl_in": "reward", "kl_target": 0.001, "kl_horizon": 16}
 
     def run(name: str, steps: int) -> list[dict]:
-        trainer = make_trainer(tmp_path / name / "c.yaml", random_model, algorithm=algorithm,
-                               train={"steps": steps, "prompts_per_step": K}, checkpoint={"every": 2})
+        trainer = make_trainer(
+            tmp_path / name / "c.yaml",
+            random_model,
+            algorithm=algorithm,
+            train={"steps": steps, "prompts_per_step": K},
+            checkpoint={"every": 2},
+        )
         trainer.fit()
         return [json.loads(line) for line in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
 
@@ -178,15 +190,33 @@ def test_resumed_run_continues_with_the_saved_adaptive_kl_coefficient(tmp_path, 
 def trainer_source_without_eval() -> str:
     """rlvr/trainer.py without the eval methods (another seam's)."""
     src = (ROOT / "rlvr" / "trainer.py").read_text()
-    return re.sub(r"\n    def (eval_spec|eval_settings|evaluate|full_eval|gather_rows)\(.*?(?=\n    (?:def |@|# -)|\Z)", "", src, flags=re.S)
+    return re.sub(
+        r"\n    def (eval_spec|eval_settings|evaluate|full_eval|gather_rows)\(.*?(?=\n    (?:def |@|# -)|\Z)",
+        "",
+        src,
+        flags=re.S,
+    )
 
 
 def test_the_trainer_names_no_algorithms_feature():
     """No critic, greedy sample, dynamic sampling, entropy switch, KL coefficient or overlong
     shaping in the trainer: those live in algorithms/ behind the hooks."""
     src = trainer_source_without_eval().lower()
-    for word in ("critic", "greedy", "dynamic sampling", "entropy_coef", "kl_coef", "overlong", "needs_reference",
-                 "ref_logprobs", "batch.values", "remax", "dapo", "ppo", "grpo"):
+    for word in (
+        "critic",
+        "greedy",
+        "dynamic sampling",
+        "entropy_coef",
+        "kl_coef",
+        "overlong",
+        "needs_reference",
+        "ref_logprobs",
+        "batch.values",
+        "remax",
+        "dapo",
+        "ppo",
+        "grpo",
+    ):
         assert word not in src, word
 
 
@@ -196,10 +226,17 @@ def test_batch_extras_ride_along_through_select_to_and_concat():
 
     def batch(R: int, extra: torch.Tensor) -> RolloutBatch:
         B = len(extra)
-        return RolloutBatch(input_ids=torch.ones(B, 2 + R, dtype=torch.long), attention_mask=torch.ones(B, 2 + R, dtype=torch.long),
-                            response_mask=torch.ones(B, R), prompt_len=2, group=torch.arange(B),
-                            problems=[Problem(prompt=str(i), answer="") for i in range(B)], completions=[""] * B,
-                            truncated=torch.zeros(B, dtype=torch.bool), extras={"b": extra})
+        return RolloutBatch(
+            input_ids=torch.ones(B, 2 + R, dtype=torch.long),
+            attention_mask=torch.ones(B, 2 + R, dtype=torch.long),
+            response_mask=torch.ones(B, R),
+            prompt_len=2,
+            group=torch.arange(B),
+            problems=[Problem(prompt=str(i), answer="") for i in range(B)],
+            completions=[""] * B,
+            truncated=torch.zeros(B, dtype=torch.bool),
+            extras={"b": extra},
+        )
 
     a, b = batch(3, torch.tensor([1.0, 2.0, 3.0])), batch(5, torch.tensor([4.0, 5.0]))
     assert a.select([2, 0]).extras["b"].tolist() == [3.0, 1.0]

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import helpers
 import pytest
 import yaml
 
+import helpers
 from helpers import make_random_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,17 +25,29 @@ def random_model(tmp_path_factory):
 
 
 def write_recipe(path: Path, model: Path) -> Path:
-    return helpers.write_config(path, model, {
-        "data": {"train_size": 8, "eval_size": 4}, "rollout": {"n": 2, "max_new_tokens": 4},
-        "train": {"steps": 3, "prompts_per_step": 2, "lr": 1e-1}, "checkpoint": {"every": 0},
-        "reward": {"functions": [{"name": "helpers:graded"}]},  # by import path, as a user would: 0, 0.5 or 1
-    }, output_dir=str(path.parent / "unused"))
+    return helpers.write_config(
+        path,
+        model,
+        {
+            "data": {"train_size": 8, "eval_size": 4},
+            "rollout": {"n": 2, "max_new_tokens": 4},
+            "train": {"steps": 3, "prompts_per_step": 2, "lr": 1e-1},
+            "checkpoint": {"every": 0},
+            "reward": {"functions": [{"name": "helpers:graded"}]},  # by import path, as a user would: 0, 0.5 or 1
+        },
+        output_dir=str(path.parent / "unused"),
+    )
 
 
 def write_sweep(path: Path, base: str, output_dir: Path, **extra) -> Path:
-    sweep = {"base": base, "output_dir": str(output_dir), "axes": {"algorithm": ["grpo", "rloo"], "seed": [0, 1]},
-             "overrides": ["train.steps=1"], "eval": {"n": 2, "problems": 4, "resamples": 50, "perplexity": False},
-             **extra}
+    sweep = {
+        "base": base,
+        "output_dir": str(output_dir),
+        "axes": {"algorithm": ["grpo", "rloo"], "seed": [0, 1]},
+        "overrides": ["train.steps=1"],
+        "eval": {"n": 2, "problems": 4, "resamples": 50, "perplexity": False},
+        **extra,
+    }
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     return path
 
@@ -66,6 +78,7 @@ class Counting:
             def log_then_interrupt(*args, **kwargs):
                 log(*args, **kwargs)
                 raise KeyboardInterrupt
+
             trainer.log = log_then_interrupt
         return trainer
 
@@ -80,6 +93,7 @@ def interrupt_eval_of(label: str):
         if kw.get("label") == label:
             raise KeyboardInterrupt
         return real(*args, **kw)
+
     return evaluate
 
 
@@ -143,12 +157,20 @@ def test_interrupted_sweep_resumes_without_redoing_finished_cells(sweep_run):
     out = sweep_run["out"]
     assert sweep_run["rc1"] == 130  # KeyboardInterrupt: the CLI says so and exits 130
     assert sweep_run["made1"] == ["grpo-seed0", "grpo-seed1", "rloo-seed0"]
-    assert sweep_run["state1"] == {"grpo-seed0": "done", "grpo-seed1": "done", "rloo-seed0": "partial",
-                                   "rloo-seed1": "new"}
+    assert sweep_run["state1"] == {
+        "grpo-seed0": "done",
+        "grpo-seed1": "done",
+        "rloo-seed0": "partial",
+        "rloo-seed1": "new",
+    }
     # the rerun retrains the interrupted cell (no checkpoint: it restarts) and trains the last one
     assert sweep_run["made2"] == ["rloo-seed0", "rloo-seed1"]
-    assert sweep_run["state2"] == {"grpo-seed0": "done", "grpo-seed1": "done", "rloo-seed0": "done",
-                                   "rloo-seed1": "trained"}
+    assert sweep_run["state2"] == {
+        "grpo-seed0": "done",
+        "grpo-seed1": "done",
+        "rloo-seed0": "done",
+        "rloo-seed1": "trained",
+    }
     # the cell whose eval was interrupted is only evaluated
     assert sweep_run["rc3"] == 0
     assert sweep_run["made3"] == []
@@ -160,8 +182,18 @@ def test_interrupted_sweep_resumes_without_redoing_finished_cells(sweep_run):
     assert len(list((sweep_run["dir"] / "cache" / "eval").glob("*.jsonl"))) == 1
     for c in CELLS:
         cell = out / c
-        for f in ("recipe.yaml", "config.yaml", "cell.json", "cell_done.json", "train_done.json", "metrics.jsonl",
-                  "final/config.json", "eval/metrics.json", "eval/summary.md", "eval/samples_base.jsonl"):
+        for f in (
+            "recipe.yaml",
+            "config.yaml",
+            "cell.json",
+            "cell_done.json",
+            "train_done.json",
+            "metrics.jsonl",
+            "final/config.json",
+            "eval/metrics.json",
+            "eval/summary.md",
+            "eval/samples_base.jsonl",
+        ):
             assert (cell / f).is_file(), (c, f)
         assert is_png(cell / "eval" / "pass_at_k.png")
         meta = json.loads((cell / "cell.json").read_text())
@@ -224,8 +256,14 @@ def test_report_aggregates_cell_metrics_over_seeds(sweep_run, capsys):
         lost = [m["comparison"]["coverage"]["base_only"] for m in ms]
         r = rows[f"algorithm={algo}"]
         assert int(r["seeds"]) == 2
-        for name, vals in (("pass@1", p1), ("pass@2", p2), ("base pass@2", base2), ("dSE", dse),
-                           ("gained", gained), ("lost", lost)):
+        for name, vals in (
+            ("pass@1", p1),
+            ("pass@2", p2),
+            ("base pass@2", base2),
+            ("dSE", dse),
+            ("gained", gained),
+            ("lost", lost),
+        ):
             assert float(r[name]) == pytest.approx(np.mean(vals)), (algo, name)
             assert float(r[name + " sd"]) == pytest.approx(np.std(vals, ddof=1)), (algo, name)
         known = [k for k in kstar if k is not None]  # k* = None (never crosses) is left out of the mean
@@ -233,8 +271,9 @@ def test_report_aggregates_cell_metrics_over_seeds(sweep_run, capsys):
         assert float(r["wall time (s)"]) > 0
         for m in ms:  # dSE = pass@K(base) - pass@1(cell), K = n = 2
             assert m["comparison"]["K"] == 2
-            assert m["comparison"]["dse"]["dse"] == pytest.approx(m["base_metrics"]["pass_at_k"]["2"]["mean"]
-                                                                  - m["model_metrics"]["pass_at_k"]["1"]["mean"])
+            assert m["comparison"]["dse"]["dse"] == pytest.approx(
+                m["base_metrics"]["pass_at_k"]["2"]["mean"] - m["model_metrics"]["pass_at_k"]["1"]["mean"]
+            )
         line = next(l for l in md.splitlines() if l.startswith(f"| algorithm={algo} |"))
         assert f"{100 * np.mean(p1):.1f} ± {100 * np.std(p1, ddof=1):.1f}" in line
         assert f"{100 * np.mean(dse):.1f} ± {100 * np.std(dse, ddof=1):.1f}" in line
@@ -253,8 +292,12 @@ def test_half_finished_cell_only_runs_its_eval(sweep_run, tmp_path, monkeypatch)
     cell = out / "grpo-seed0"
     assert cell_state(cell) == "trained"
     weights = {p.name: p.stat().st_mtime_ns for p in (cell / "final").iterdir()}
-    sweep_file = write_sweep(tmp_path / "s.yaml", str(sweep_run["dir"] / "recipes" / "base.yaml"), out,
-                             axes={"algorithm": ["grpo"], "seed": [0]})
+    sweep_file = write_sweep(
+        tmp_path / "s.yaml",
+        str(sweep_run["dir"] / "recipes" / "base.yaml"),
+        out,
+        axes={"algorithm": ["grpo"], "seed": [0]},
+    )
     monkeypatch.setenv("RLVR_CACHE", str(sweep_run["dir"] / "cache"))
     counting = Counting(rlvr.trainer.Trainer)
     monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
@@ -276,8 +319,7 @@ def test_print_launcher_prints_commands_and_runs_nothing(tmp_path, monkeypatch, 
 
     recipe = write_recipe(tmp_path / "base.yaml", random_model)
     out = tmp_path / "out"
-    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", out,
-                             accelerate_config="recipes/accelerate/ddp.yaml")
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", out, accelerate_config="recipes/accelerate/ddp.yaml")
     counting = Counting(rlvr.trainer.Trainer)
     monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
     monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
@@ -287,11 +329,12 @@ def test_print_launcher_prints_commands_and_runs_nothing(tmp_path, monkeypatch, 
     train = [l for l in printed if l.startswith("accelerate launch")]
     evals = [l for l in printed if " -m rlvr eval " in l]
     assert len(train) == len(evals) == 4
-    for c, t, e in zip(CELLS, train, evals):
+    for c, t, e in zip(CELLS, train, evals, strict=True):
         cell = out / c
         seed = c.split("-seed")[1]
-        assert t.startswith(f"accelerate launch --config_file recipes/accelerate/ddp.yaml -m rlvr train "
-                            f"{cell / 'recipe.yaml'} ")
+        assert t.startswith(
+            f"accelerate launch --config_file recipes/accelerate/ddp.yaml -m rlvr train {cell / 'recipe.yaml'} "
+        )
         assert "train.steps=1" in t and f"train.seed={seed}" in t and f"output_dir={cell}" in t
         assert f"--model {cell / 'final'}" in e and f"--label {c}" in e
         for flag in ("--n=2", "--problems=4", "--resamples=50", "--no-perplexity"):
@@ -322,16 +365,22 @@ def test_unknown_algorithm_fails_before_the_first_cell(tmp_path, capsys, monkeyp
     counting = Counting(rlvr.trainer.Trainer)
     monkeypatch.setattr(rlvr.trainer, "Trainer", counting)
     write_recipe(tmp_path / "base.yaml", random_model)
-    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out",
-                    axes={"algorithm": ["grpo", "rlooo"], "seed": [0]})
+    s = write_sweep(
+        tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axes={"algorithm": ["grpo", "rlooo"], "seed": [0]}
+    )
     assert cli(["sweep", s]) == 2
     err = capsys.readouterr().err
     assert "rlooo" in err and "unknown algorithm" in err
     assert counting.made == []
     assert not (tmp_path / "out").exists()  # not even the first (valid) cell was started
     # an option an algorithm does not have is caught up front too
-    s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axes={"algorithm": ["grpo", "ppo"]},
-                    algorithms={"ppo": {"no_such_option": 1}})
+    s = write_sweep(
+        tmp_path / "s.yaml",
+        "base.yaml",
+        tmp_path / "out",
+        axes={"algorithm": ["grpo", "ppo"]},
+        algorithms={"ppo": {"no_such_option": 1}},
+    )
     assert cli(["sweep", s]) == 2
     assert "no_such_option" in capsys.readouterr().err
     assert counting.made == [] and not (tmp_path / "out").exists()
@@ -365,8 +414,12 @@ def test_cells_and_names():
 
     sweep = SweepConfig(base="b.yaml", output_dir="o", axes={"algorithm": ["grpo", "ppo"], "train.lr": [1e-4, 3e-4]})
     grid = cells(sweep)
-    assert grid == [{"algorithm": "grpo", "train.lr": 1e-4}, {"algorithm": "grpo", "train.lr": 3e-4},
-                    {"algorithm": "ppo", "train.lr": 1e-4}, {"algorithm": "ppo", "train.lr": 3e-4}]
+    assert grid == [
+        {"algorithm": "grpo", "train.lr": 1e-4},
+        {"algorithm": "grpo", "train.lr": 3e-4},
+        {"algorithm": "ppo", "train.lr": 1e-4},
+        {"algorithm": "ppo", "train.lr": 3e-4},
+    ]
     names = [cell_name(s) for s in grid]
     assert len(set(names)) == 4 and names[0] == "grpo-lr0.0001"
 
@@ -403,8 +456,11 @@ SWEEPS = {
     "six_algorithms_tiny": ("tiny", {"output_dir", "train.seed", "eval.full"}),
     "six_algorithms_paper": ("paper", {"output_dir", "train.seed"}),
 }
-SWEEP_CELLS = [(s, a) for s in SWEEPS
-               for a in yaml.safe_load((ROOT / "recipes" / "sweeps" / f"{s}.yaml").read_text())["axes"]["algorithm"]]
+SWEEP_CELLS = [
+    (s, a)
+    for s in SWEEPS
+    for a in yaml.safe_load((ROOT / "recipes" / "sweeps" / f"{s}.yaml").read_text())["axes"]["algorithm"]
+]
 
 
 @pytest.mark.parametrize("sweep_name,algorithm", SWEEP_CELLS, ids=[f"{s}-{a}" for s, a in SWEEP_CELLS])
@@ -417,7 +473,13 @@ def test_sweep_cell_resolves_to_the_algorithms_own_recipe(tmp_path, sweep_name, 
 
     recipe_dir, allowed = SWEEPS[sweep_name]
     assert len(SWEEP_CELLS) == 12 and {a for s, a in SWEEP_CELLS if s == sweep_name} == {
-        "grpo", "ppo", "rloo", "reinforce_pp", "remax", "dapo"}
+        "grpo",
+        "ppo",
+        "rloo",
+        "reinforce_pp",
+        "remax",
+        "dapo",
+    }
     sweep, base = load_sweep(ROOT / "recipes" / "sweeps" / f"{sweep_name}.yaml")
     own = resolved(load_config(ROOT / "recipes" / recipe_dir / f"{algorithm}.yaml"))
     grid = [s for s in cells(sweep) if s["algorithm"] == algorithm]
@@ -441,12 +503,20 @@ def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):
 
     (tmp_path / "r").mkdir()
     helpers.write_config(tmp_path / "r" / "grpo.yaml", "tiny", algorithm={"name": "grpo", "scale": "none"})
-    helpers.write_config(tmp_path / "r" / "ppo.yaml", "tiny", algorithm={"name": "ppo", "critic_lr": 1e-3, "vf_coef": 0.5})
-    helpers.write_config(tmp_path / "elsewhere.yaml", "tiny", algorithm={"name": "dapo", "max_gen_batches": 4},
-                         reward={"workers": 3})
-    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out",
-                    axes={"algorithm": ["grpo", "ppo", "dapo", "rloo"], "seed": [0]},
-                    recipes={"dapo": "elsewhere.yaml"}, algorithms={"ppo": {"critic_lr": 2e-3}})
+    helpers.write_config(
+        tmp_path / "r" / "ppo.yaml", "tiny", algorithm={"name": "ppo", "critic_lr": 1e-3, "vf_coef": 0.5}
+    )
+    helpers.write_config(
+        tmp_path / "elsewhere.yaml", "tiny", algorithm={"name": "dapo", "max_gen_batches": 4}, reward={"workers": 3}
+    )
+    s = write_sweep(
+        tmp_path / "s.yaml",
+        "r/grpo.yaml",
+        tmp_path / "out",
+        axes={"algorithm": ["grpo", "ppo", "dapo", "rloo"], "seed": [0]},
+        recipes={"dapo": "elsewhere.yaml"},
+        algorithms={"ppo": {"critic_lr": 2e-3}},
+    )
     sweep, base = load_sweep(s)
     got = {a: cell_recipe(sweep, base, {"algorithm": a, "seed": 0}) for a in ("grpo", "ppo", "dapo", "rloo")}
     assert got["grpo"][0]["algorithm"] == {"name": "grpo", "scale": "none"} and got["grpo"][1] == base
@@ -468,13 +538,23 @@ def test_recipe_for_the_wrong_algorithm_and_bad_cells_fail_at_load(tmp_path, cap
     assert cli(["sweep", s]) == 2
     err = capsys.readouterr().err
     assert "rloo.yaml trains 'grpo', not 'rloo'" in err
-    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out", axes={"algorithm": ["ppo"]},
-                    recipes={"ppo": "r/grpo.yaml"})
+    s = write_sweep(
+        tmp_path / "s.yaml",
+        "r/grpo.yaml",
+        tmp_path / "out",
+        axes={"algorithm": ["ppo"]},
+        recipes={"ppo": "r/grpo.yaml"},
+    )
     assert cli(["sweep", s]) == 2
     assert "grpo.yaml trains 'grpo', not 'ppo'" in capsys.readouterr().err
     # a cell that cannot run (a group baseline with one sample per prompt) stops the sweep before any cell
-    s = write_sweep(tmp_path / "s.yaml", "r/grpo.yaml", tmp_path / "out",
-                    axes={"algorithm": ["remax", "grpo"], "seed": [0]}, overrides=["rollout.n=1"])
+    s = write_sweep(
+        tmp_path / "s.yaml",
+        "r/grpo.yaml",
+        tmp_path / "out",
+        axes={"algorithm": ["remax", "grpo"], "seed": [0]},
+        overrides=["rollout.n=1"],
+    )
     assert cli(["sweep", s]) == 2
     err = capsys.readouterr().err
     assert "cell grpo-seed0" in err and "algorithm grpo needs rollout.n >= 2" in err

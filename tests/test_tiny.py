@@ -4,9 +4,8 @@ import pathlib
 
 import pytest
 
-from rlvr.eval.passk import pass_at_k
-
 from rlvr import tiny
+from rlvr.eval.passk import pass_at_k
 from rlvr.tasks import reasoning_gym_problems, score_reasoning_gym
 
 
@@ -66,8 +65,7 @@ def test_tokenizer_contract(loaded):
     assert tok.pad_token_id != tok.eos_token_id
     assert tok.bos_token is None
     assert tok.padding_side == "left"
-    problem = reasoning_gym_problems(tiny.TINY_TASK["name"], tiny.TINY_TASK["config"],
-                                     "eval", 4, seed=7)[0]
+    problem = reasoning_gym_problems(tiny.TINY_TASK["name"], tiny.TINY_TASK["config"], "eval", 4, seed=7)[0]
     ids = tok(problem.prompt)["input_ids"]
     special = set(tok.all_special_ids)
     assert not special & set(ids)
@@ -86,8 +84,7 @@ def test_base_quality_room_for_rl(loaded):
     """Sampled at T=1 the base solves held-out problems sometimes, not always or never."""
     model, tok = loaded
     n = 8
-    problems = reasoning_gym_problems(tiny.TINY_TASK["name"], tiny.TINY_TASK["config"],
-                                      "eval", 200, seed=2024)
+    problems = reasoning_gym_problems(tiny.TINY_TASK["name"], tiny.TINY_TASK["config"], "eval", 200, seed=2024)
     import torch
 
     threads = torch.get_num_threads()

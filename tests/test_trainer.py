@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 
+import helpers
 from helpers import make_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +81,23 @@ def run_step(tmp_path, cfg, batch, tag, overrides, processes=1) -> dict:
         cmd = [sys.executable, *script]
     else:
         env["ACCELERATE_USE_CPU"] = "1"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", "29517", *script]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29517",
+            *script,
+        ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return torch.load(out, weights_only=False)
@@ -93,7 +107,7 @@ def assert_same_grads(a: dict, b: dict) -> None:
     assert a["grads"].keys() == b["grads"].keys()
     nonzero = 0
     for name, g in a["grads"].items():
-        torch.testing.assert_close(g, b["grads"][name], rtol=1e-4, atol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(g, b["grads"][name], rtol=1e-4, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
         nonzero += int(g.abs().sum() > 0)
     assert nonzero > len(a["grads"]) // 2, "the gradients are mostly zero: the comparison proves nothing"
 

@@ -18,10 +18,10 @@ its methods.
 import json
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 
+import helpers
 from helpers import make_random_model
 from rlvr.algorithms import GRPO
 
@@ -73,7 +73,7 @@ RECORDING = {"name": f"{__name__}:RecordingGRPO"}
 def plain_response_logprobs(model, prompt_ids: list[int], response_ids: list[int], temperature: float) -> torch.Tensor:
     """log softmax(logits / T) of each response token, from one unpadded forward pass. [len(response_ids)]"""
     ids = torch.tensor([prompt_ids + response_ids])
-    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()  # predicts response_ids
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()  # predicts response_ids
     return torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(response_ids)[:, None])[:, 0]
 
 
@@ -91,11 +91,13 @@ def test_make_batch_masks_exactly_the_generated_tokens_eos_included(random_model
     assert len({eos, pad, a, b, c, d}) == 6
     prompt_ids = torch.tensor([[pad, pad, a, b], [c, d, a, b], [pad, a, c, d]])
     prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
-    responses = torch.tensor([
-        [a, b, eos, c, eos],  # ends with eos at 2; what follows is junk
-        [a, b, c, d, a],      # no eos: truncated at max_new_tokens
-        [eos, a, b, pad, pad],  # eos straight away: a response of one token
-    ])
+    responses = torch.tensor(
+        [
+            [a, b, eos, c, eos],  # ends with eos at 2; what follows is junk
+            [a, b, c, d, a],  # no eos: truncated at max_new_tokens
+            [eos, a, b, pad, pad],  # eos straight away: a response of one token
+        ]
+    )
     problems = [Problem(prompt=str(i), answer="") for i in range(3)]
     batch = make_batch(prompt_ids, prompt_mask, responses, problems, 1, tok)
 
@@ -125,25 +127,42 @@ def test_first_update_gradient_is_the_policy_gradient_over_every_response_token_
 
     from rlvr.rollout import make_batch
 
-    trainer = make_trainer(tmp_path / "c.yaml", random_model,
-                           algorithm={"name": "grpo", "scale": "none", "loss_agg": "token-mean"},
-                           rollout={"n": 4, "temperature": T_TRAIN, "max_new_tokens": 4},
-                           train={"prompts_per_step": 2, "micro_batch_size": 3, "grad_clip": None})
+    trainer = make_trainer(
+        tmp_path / "c.yaml",
+        random_model,
+        algorithm={"name": "grpo", "scale": "none", "loss_agg": "token-mean"},
+        rollout={"n": 4, "temperature": T_TRAIN, "max_new_tokens": 4},
+        train={"prompts_per_step": 2, "micro_batch_size": 3, "grad_clip": None},
+    )
     tok = trainer.tokenizer
     eos, pad = tok.eos_token_id, tok.pad_token_id
     a, b, c, d, x = tok.convert_tokens_to_ids(["1", "2", "3", "4", "7"])
     problems = trainer.train_problems[:2]
     enc = tok([p.prompt for p in problems], return_tensors="pt", padding=True)
-    responses = torch.tensor([
-        [eos, x, x, x], [a, eos, pad, pad], [a, b, eos, x], [a, b, c, d],  # prompt 0
-        [b, eos, pad, pad], [eos, pad, pad, pad], [c, c, c, c], [d, a, eos, pad],  # prompt 1
-    ])
+    responses = torch.tensor(
+        [
+            [eos, x, x, x],
+            [a, eos, pad, pad],
+            [a, b, eos, x],
+            [a, b, c, d],  # prompt 0
+            [b, eos, pad, pad],
+            [eos, pad, pad, pad],
+            [c, c, c, c],
+            [d, a, eos, pad],  # prompt 1
+        ]
+    )
     # the generated tokens, by hand: up to and including the first eos, or all 4 when truncated
     generated = [[eos], [a, eos], [a, b, eos], [a, b, c, d], [b, eos], [eos], [c, c, c, c], [d, a, eos]]
     rewards = [1.0, 0.0, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0]
     advantages = [0.625, -0.375, 0.125, -0.375, 0.5, -0.5, -0.5, 0.5]  # r - mean of its group of 4
-    batch = make_batch(enc["input_ids"].repeat_interleave(4, 0), enc["attention_mask"].repeat_interleave(4, 0),
-                       responses, problems, 4, tok)
+    batch = make_batch(
+        enc["input_ids"].repeat_interleave(4, 0),
+        enc["attention_mask"].repeat_interleave(4, 0),
+        responses,
+        problems,
+        4,
+        tok,
+    )
     batch.rewards = batch.scores = torch.tensor(rewards)
 
     grads = {}
@@ -157,14 +176,19 @@ def test_first_update_gradient_is_the_policy_gradient_over_every_response_token_
 
     # independent: an unpadded forward pass per sample through a fresh copy of the model
     ref = AutoModelForCausalLM.from_pretrained(random_model, dtype=torch.float32)
-    prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
     n_tokens = sum(len(g) for g in generated)
     assert n_tokens == 20
     loss = 0.0
-    for i, (gen, adv) in enumerate(zip(generated, advantages)):
+    for i, (gen, adv) in enumerate(zip(generated, advantages, strict=True)):
         lp = plain_response_logprobs(ref, prompts[i // 4], gen, T_TRAIN)
-        torch.testing.assert_close(batch.old_logprobs[i, :len(gen)], lp.detach(), rtol=1e-4, atol=1e-5,
-                                   msg=lambda m: f"old log-probs of sample {i} (T={T_TRAIN}): {m}")
+        torch.testing.assert_close(
+            batch.old_logprobs[i, : len(gen)],
+            lp.detach(),
+            rtol=1e-4,
+            atol=1e-5,
+            msg=lambda m, i=i: f"old log-probs of sample {i} (T={T_TRAIN}): {m}",
+        )
         loss = loss - adv * lp.sum()
         at_T1 = plain_response_logprobs(ref, prompts[i // 4], gen, 1.0).detach()
         assert (lp.detach() - at_T1).abs().max() > 1e-3, "T makes no difference here: the check proves nothing"
@@ -174,7 +198,9 @@ def test_first_update_gradient_is_the_policy_gradient_over_every_response_token_
     assert metrics["clip_frac"] == 0 and abs(metrics["approx_kl"]) < 1e-6  # ratio 1 on the first minibatch
     assert grads.keys() == dict(ref.named_parameters()).keys()
     for name, p in ref.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-7, msg=lambda m: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            grads[name], p.grad, rtol=1e-4, atol=1e-7, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
     head = grads["lm_head.weight"]
     assert head[eos].abs().sum() > 0
 
@@ -185,31 +211,51 @@ def test_old_logprobs_are_those_generate_sampled_from_at_temperature(tmp_path, r
     from rlvr.rollout import Sampling, make_batch
 
     T, n, max_new = 0.5, 3, 5
-    trainer = make_trainer(tmp_path / "c.yaml", random_model, rollout={"n": n, "temperature": T, "max_new_tokens": max_new},
-                           train={"prompts_per_step": 2, "micro_batch_size": 4})
+    trainer = make_trainer(
+        tmp_path / "c.yaml",
+        random_model,
+        rollout={"n": n, "temperature": T, "max_new_tokens": max_new},
+        train={"prompts_per_step": 2, "micro_batch_size": 4},
+    )
     tok, model = trainer.tokenizer, trainer.accelerator.unwrap_model(trainer.policy)
     problems = trainer.train_problems[:2]
     enc = tok([p.prompt for p in problems], return_tensors="pt", padding=True)
     ids, att = enc["input_ids"].repeat_interleave(n, 0), enc["attention_mask"].repeat_interleave(n, 0)
     model.eval()
     torch.manual_seed(3)
-    out = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=T, top_k=0, top_p=1.0,
-                         max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         output_scores=True, return_dict_in_generate=True)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=att,
+        do_sample=True,
+        temperature=T,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     P = ids.shape[1]
     resp = out.sequences[:, P:]
     torch.manual_seed(3)
     engine_batch = trainer.engine.generate(problems, n, Sampling(temperature=T, max_new_tokens=max_new))
-    assert torch.equal(engine_batch.response_ids[:, :resp.shape[1]], resp), "the engine did not sample at T as generate does"
+    assert torch.equal(engine_batch.response_ids[:, : resp.shape[1]], resp), (
+        "the engine did not sample at T as generate does"
+    )
 
     batch = make_batch(ids, att, resp, problems, n, tok)
     trainer.logprob_pass(batch)
-    sampled_from = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # [B, R, V], after the T warper
+    sampled_from = torch.stack(
+        [torch.log_softmax(s.float(), -1) for s in out.scores], 1
+    )  # [B, R, V], after the T warper
     want = sampled_from.gather(-1, resp[..., None])[..., 0]
     mask = batch.response_mask.bool()
     assert mask.sum() >= 10
     torch.testing.assert_close(batch.old_logprobs[mask], want[mask], rtol=1e-4, atol=1e-5)
-    at_T1 = torch.stack([torch.log_softmax(s.float() * T, -1) for s in out.scores], 1).gather(-1, resp[..., None])[..., 0]
+    at_T1 = torch.stack([torch.log_softmax(s.float() * T, -1) for s in out.scores], 1).gather(-1, resp[..., None])[
+        ..., 0
+    ]
     assert (want[mask] - at_T1[mask]).abs().max() > 1e-2, "T makes no difference here: the check proves nothing"
 
 
@@ -219,13 +265,19 @@ def test_old_logprobs_are_those_generate_sampled_from_at_temperature(tmp_path, r
 def test_each_epoch_visits_every_prompt_once_in_a_fresh_order(tmp_path, random_model):
     """16 training prompts, 4 per step: steps 1-4 are one epoch, 5-8 the next. Read from what the
     trainer actually rolled out during fit()."""
-    trainer = make_trainer(tmp_path / "a.yaml", random_model, data={"train_size": 16}, algorithm=RECORDING,
-                           rollout={"n": 2, "max_new_tokens": 2}, train={"steps": 8, "prompts_per_step": 4})
+    trainer = make_trainer(
+        tmp_path / "a.yaml",
+        random_model,
+        data={"train_size": 16},
+        algorithm=RECORDING,
+        rollout={"n": 2, "max_new_tokens": 2},
+        train={"steps": 8, "prompts_per_step": 4},
+    )
     trainer.fit()
     seen = [prompts[::2] for prompts in trainer.algorithm.prompts]  # each prompt's 2 samples are adjacent
     everything = sorted(p.prompt for p in trainer.train_problems)
     assert len(set(everything)) == 16 and len(seen) == 8 and all(len(s) == 4 for s in seen)
-    epochs = [[q for s in seen[e * 4:(e + 1) * 4] for q in s] for e in range(2)]
+    epochs = [[q for s in seen[e * 4 : (e + 1) * 4] for q in s] for e in range(2)]
     for e, order in enumerate(epochs):
         assert sorted(order) == everything, f"epoch {e + 1} is not a permutation of the training prompts"
     assert epochs[0] != epochs[1], "the second epoch repeats the first epoch's prompt order"
@@ -234,17 +286,23 @@ def test_each_epoch_visits_every_prompt_once_in_a_fresh_order(tmp_path, random_m
     # deterministic per seed, and the seed matters
     again = make_trainer(tmp_path / "b.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4})
     assert [[p.prompt for p in again.step_problems(s)] for s in range(8)] == seen
-    other = make_trainer(tmp_path / "c.yaml", random_model, data={"train_size": 16},
-                         train={"prompts_per_step": 4, "seed": 1})
+    other = make_trainer(
+        tmp_path / "c.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4, "seed": 1}
+    )
     assert [[p.prompt for p in other.step_problems(s)] for s in range(8)] != seen
 
 
 def test_each_ppo_epoch_reshuffles_the_minibatches(tmp_path, random_model):
     """train.epochs=2 x minibatches=2 over one rollout batch of 8: each epoch's two minibatches
     split the batch, and the second epoch splits it differently."""
-    trainer = make_trainer(tmp_path / "c.yaml", random_model, varied_reward, algorithm=RECORDING,
-                           rollout={"n": 2, "max_new_tokens": 3},
-                           train={"prompts_per_step": 4, "epochs": 2, "minibatches": 2, "micro_batch_size": 2})
+    trainer = make_trainer(
+        tmp_path / "c.yaml",
+        random_model,
+        varied_reward,
+        algorithm=RECORDING,
+        rollout={"n": 2, "max_new_tokens": 3},
+        train={"prompts_per_step": 4, "epochs": 2, "minibatches": 2, "micro_batch_size": 2},
+    )
     batch, _ = trainer.collect(0)
     batch.scores = torch.arange(len(batch), dtype=torch.float)  # a row id that rides along through select()
     minibatches: list[list[int]] = []
@@ -255,8 +313,9 @@ def test_each_ppo_epoch_reshuffles_the_minibatches(tmp_path, random_model):
     epochs = [minibatches[0:2], minibatches[2:4]]
     for e, parts in enumerate(epochs):
         assert [len(p) for p in parts] == [4, 4] and sorted(parts[0] + parts[1]) == list(range(8)), (e, parts)
-    assert {frozenset(p) for p in epochs[0]} != {frozenset(p) for p in epochs[1]}, \
+    assert {frozenset(p) for p in epochs[0]} != {frozenset(p) for p in epochs[1]}, (
         f"the second epoch reuses the first epoch's minibatches: {epochs}"
+    )
 
 
 # ------------------------------------------------------------ the learning-rate schedule on resume
@@ -267,10 +326,14 @@ LR, WARMUP = 1e-3, 8
 
 def run_with_lr_log(cfg_path: Path, model: Path, steps: int = 4) -> list[float]:
     """fit() once for `steps` steps, checkpointing every 2; the lr each optimizer step actually used."""
-    trainer = make_trainer(cfg_path, model, varied_reward, rollout={"n": 2, "max_new_tokens": 3},
-                           train={"steps": steps, "prompts_per_step": 4, "minibatches": 2, "lr": LR,
-                                  "warmup_steps": WARMUP},
-                           checkpoint={"every": 2})
+    trainer = make_trainer(
+        cfg_path,
+        model,
+        varied_reward,
+        rollout={"n": 2, "max_new_tokens": 3},
+        train={"steps": steps, "prompts_per_step": 4, "minibatches": 2, "lr": LR, "warmup_steps": WARMUP},
+        checkpoint={"every": 2},
+    )
     used: list[float] = []
     before_each_optimizer_step(trainer, lambda optimizer: used.append(optimizer.param_groups[0]["lr"]))
     trainer.fit()
@@ -294,8 +357,10 @@ def test_resume_keeps_the_learning_rate_schedule(tmp_path, random_model):
     second = run_with_lr_log(tmp_path / "resumed" / "c.yaml", random_model)
     assert second == pytest.approx(want[4:], rel=1e-9), "the resumed run restarted or lost the lr schedule"
 
-    rows = {name: [json.loads(l) for l in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
-            for name in ("whole", "resumed")}
+    rows = {
+        name: [json.loads(l) for l in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        for name in ("whole", "resumed")
+    }
     assert [r["step"] for r in rows["resumed"]] == [1, 2, 3, 4]
     assert [r["lr"] for r in rows["resumed"]] == [r["lr"] for r in rows["whole"]]
     assert len({r["lr"] for r in rows["whole"]}) == 4  # still warming up: a restarted schedule would show
@@ -309,7 +374,7 @@ def test_resume_keeps_the_learning_rate_schedule(tmp_path, random_model):
     base = dict(AutoModelForCausalLM.from_pretrained(random_model).named_parameters())
     assert any(not torch.equal(a[k], base[k]) for k in a), "training did not move the weights"
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7, msg=lambda m, k=k: f"{k}: {m}")
 
 
 # ------------------------------------------------------------ the checkpoint's generation settings

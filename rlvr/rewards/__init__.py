@@ -59,7 +59,24 @@ from rlvr.rewards.shaping import overlong_penalty
 from rlvr.rewards.verifiers import reasoning_gym_reward
 
 __all__ = [
-    "CallableReward", "Reward", "RewardConfig", "RewardFn", "RewardFunctionConfig", "RewardRunner", "Scored",
-    "WeightedReward", "answer_style", "answer_tag", "build_program", "build_reward", "extract_code", "gold_problem",
-    "last_boxed", "math_answer", "natural_reward", "overlong_penalty", "reasoning_gym_reward", "verify_math",
+    "CallableReward",
+    "Reward",
+    "RewardConfig",
+    "RewardFn",
+    "RewardFunctionConfig",
+    "RewardRunner",
+    "Scored",
+    "WeightedReward",
+    "answer_style",
+    "answer_tag",
+    "build_program",
+    "build_reward",
+    "extract_code",
+    "gold_problem",
+    "last_boxed",
+    "math_answer",
+    "natural_reward",
+    "overlong_penalty",
+    "reasoning_gym_reward",
+    "verify_math",
 ]

@@ -45,15 +45,21 @@ def _program_and_tests(problem: Problem, completion: str) -> tuple[str, str]:
 class _CodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout: float | None = Field(None, gt=0.0, description="wall-clock seconds per program; default reward.timeout")
-    memory_mb: int = Field(1024, ge=64, description="memory for the program's whole process tree, MiB (each "
-                                                    "process gets memory_mb / max_processes of address space)")
+    memory_mb: int = Field(
+        1024,
+        ge=64,
+        description="memory for the program's whole process tree, MiB (each "
+        "process gets memory_mb / max_processes of address space)",
+    )
     max_processes: int = Field(8, ge=1, description="processes and threads the program may have")
     builtin_results: bool = Field(
-        True, description="function tests (HumanEval check, assert lists) run in a trusted judge outside the sandbox; "
-                          "arguments and results cross as builtin types only (an object overriding == cannot pass). "
-                          "false: the tests run inside the sandbox with the program, for arguments or results of "
-                          "other types (classes, numpy); weaker: a program that tampers with the interpreter (its "
-                          "frames, builtins) can forge a pass")
+        True,
+        description="function tests (HumanEval check, assert lists) run in a trusted judge outside the sandbox; "
+        "arguments and results cross as builtin types only (an object overriding == cannot pass). "
+        "false: the tests run inside the sandbox with the program, for arguments or results of "
+        "other types (classes, numpy); weaker: a program that tampers with the interpreter (its "
+        "frames, builtins) can forge a pass",
+    )
 
 
 class CodeTests(Reward):
@@ -84,8 +90,16 @@ class CodeTests(Reward):
                 continue
             program, tests = _program_and_tests(p, c)
             if o.builtin_results:
-                runs.append(functools.partial(check_function, program, tests, prefix=p.metadata.get("code_prefix") or "",
-                                              entry_point=p.metadata.get("entry_point"), **limits))
+                runs.append(
+                    functools.partial(
+                        check_function,
+                        program,
+                        tests,
+                        prefix=p.metadata.get("code_prefix") or "",
+                        entry_point=p.metadata.get("entry_point"),
+                        **limits,
+                    )
+                )
             else:
                 runs.append(functools.partial(run_inside, program, tests, **limits))
             owner.append(i)

@@ -27,8 +27,10 @@ class RewardFunctionConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str = Field(description="built-in reward (reasoning_gym, math_accuracy, math_format, code_tests) "
-                                  "or 'module.path:function' with TRL's reward-function signature")
+    name: str = Field(
+        description="built-in reward (reasoning_gym, math_accuracy, math_format, code_tests) "
+        "or 'module.path:function' with TRL's reward-function signature"
+    )
     weight: float = Field(1.0, description="weight of this reward in the sum")
 
     @model_validator(mode="after")
@@ -36,15 +38,19 @@ class RewardFunctionConfig(BaseModel):
         options = dict(self.model_extra or {})
         if ":" in self.name:
             if options:
-                raise ValueError(f"{self.name!r} is a function by import path; it takes no options "
-                                 f"(got {', '.join(options)})")
+                raise ValueError(
+                    f"{self.name!r} is a function by import path; it takes no options (got {', '.join(options)})"
+                )
             return self
         if self.name not in BUILTINS:
             import difflib
 
             close = difflib.get_close_matches(self.name, BUILTINS, n=1)
-            raise ValueError(f"unknown reward {self.name!r}" + (f"; did you mean '{close[0]}'?" if close else "")
-                             + f" (built in: {', '.join(BUILTINS)}; or 'module.path:function')")
+            raise ValueError(
+                f"unknown reward {self.name!r}"
+                + (f"; did you mean '{close[0]}'?" if close else "")
+                + f" (built in: {', '.join(BUILTINS)}; or 'module.path:function')"
+            )
         try:
             BUILTINS[self.name].Options.model_validate(options)
         except ValidationError as e:
@@ -60,8 +66,11 @@ class RewardConfig(BaseModel):
     functions: list[RewardFunctionConfig] = Field(
         default_factory=list,
         description="weighted rewards [{name, weight, options...}]; empty = the data's own: reasoning_gym for "
-                    "reasoning-gym tasks, code_tests when data has tests, else math_accuracy")
-    timeout: float = Field(10.0, gt=0.0, description="seconds per grade (a math-verify call, a program's run); past it the sample scores 0")
+        "reasoning-gym tasks, code_tests when data has tests, else math_accuracy",
+    )
+    timeout: float = Field(
+        10.0, gt=0.0, description="seconds per grade (a math-verify call, a program's run); past it the sample scores 0"
+    )
     workers: int = Field(2, ge=1, description="grading processes (math) and sandboxed programs (code) run at once")
 
 
@@ -72,7 +81,9 @@ def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
     whose input the data does not have (code_tests without tests, ...).
     """
     functions = list(reward_cfg.functions) or [RewardFunctionConfig(name=natural_reward(data_cfg))]
-    ctx = Context(template=getattr(data_cfg, "template", "plain"), timeout=reward_cfg.timeout, workers=reward_cfg.workers)
+    ctx = Context(
+        template=getattr(data_cfg, "template", "plain"), timeout=reward_cfg.timeout, workers=reward_cfg.workers
+    )
     components: list[tuple[str, float, Reward]] = []
     used: dict[str, int] = {}
     for i, f in enumerate(functions):
@@ -106,8 +117,14 @@ def _check_needs(cls: type[Reward], name: str, data_cfg: Any, key: str) -> None:
     source = getattr(data_cfg, "source", "reasoning_gym")
     if cls.needs == "entry" and source != "reasoning_gym":
         raise ConfigError(f"{key}: reward 'reasoning_gym' scores reasoning-gym problems, but data.source is {source!r}")
-    if cls.needs == "tests" and source != "humaneval" and not getattr(getattr(data_cfg, "columns", None), "tests", None):
-        raise ConfigError(f"{key}: reward 'code_tests' needs tests; set data.columns.tests to the column that holds them")
+    if (
+        cls.needs == "tests"
+        and source != "humaneval"
+        and not getattr(getattr(data_cfg, "columns", None), "tests", None)
+    ):
+        raise ConfigError(
+            f"{key}: reward 'code_tests' needs tests; set data.columns.tests to the column that holds them"
+        )
 
 
 def _import_callable(path: str, key: str) -> Callable[..., Any]:

@@ -39,7 +39,7 @@ def _last_boxed_span(text: str) -> tuple[int, int] | None:
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
     span = _last_boxed_span(text)
-    return text[span[0]:span[1]] if span else None
+    return text[span[0] : span[1]] if span else None
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -54,7 +54,9 @@ def answer_tag(text: str) -> str | None:
 # math delimiters math-verify's LaTeX extraction looks for ($ not escaped as \$)
 MATH_MARK = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed\b|\\fbox\b")
 _WHOLE_MATH = re.compile(r"^\s*(?:\$\$(.*)\$\$|(?<!\\)\$(.*)(?<!\\)\$|\\\((.*)\\\)|\\\[(.*)\\\])\s*\.?\s*$", re.S)
-_LEAD = re.compile(r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+|hence,?\s+)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
+_LEAD = re.compile(
+    r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+|hence,?\s+)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I
+)
 # ASCII function names LaTeX would read as products of letters (pi -> p*i); sqrt(..) it reads already
 _ASCII_FN = re.compile(r"(?<![\\A-Za-z])(pi|ln|log|exp|sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
 
@@ -83,7 +85,7 @@ def math_answer(completion: str, style: str = "boxed") -> str | None:
         span = _last_boxed_span(completion)
         if span is None:
             return completion
-        return completion[:span[0]] + bare_to_latex(completion[span[0]:span[1]]) + completion[span[1]:]
+        return completion[: span[0]] + bare_to_latex(completion[span[0] : span[1]]) + completion[span[1] :]
     content = answer_tag(completion)
     if not content:
         return None

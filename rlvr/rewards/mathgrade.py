@@ -28,8 +28,12 @@ def _parse_gold(gold: str, timeout: int | None = None) -> list:
 
 _PLAIN_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*")
 # what is not a variable in a gold's text: text blocks, environment and font names, commands, "and"/"or"
-_NOT_VARIABLES = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathfrak|mathscr)\s*\{[^{}]*\}|\\[A-Za-z]+|\\.|\b(?:and|or)\b")
-_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|textsf|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+_NOT_VARIABLES = re.compile(
+    r"\\(?:begin|end|mathbb|mathcal|mathfrak|mathscr)\s*\{[^{}]*\}|\\[A-Za-z]+|\\.|\b(?:and|or)\b"
+)
+_TEXT_MACRO = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|textsf|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}"
+)
 _WORDS = re.compile(r"[a-z]+(?:[ '-]+[a-z]+)*")
 
 
@@ -79,8 +83,9 @@ def _gold_problem(gold: str, timeout: int | None) -> str | None:
     if "%" not in gold and not getattr(reading, "is_number", False):
         numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", gold)]
         for probe in (0, 1, -1):
-            if abs(probe) not in numbers and verify(g, parse(f"\\boxed{{{probe}}}", parsing_timeout=timeout),
-                                                     timeout_seconds=timeout):
+            if abs(probe) not in numbers and verify(
+                g, parse(f"\\boxed{{{probe}}}", parsing_timeout=timeout), timeout_seconds=timeout
+            ):
                 return f"reads as {probe}, a number it does not write"
     return None
 

@@ -27,12 +27,16 @@ def reasoning_gym_reward(problems: list[Problem], completions: list[str]) -> lis
 class _ExtractOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     extract: Literal["auto", "none", "boxed", "answer_tag"] = Field(
-        "auto", description="what of the completion is the answer; auto: by data.template (plain: all of it)")
+        "auto", description="what of the completion is the answer; auto: by data.template (plain: all of it)"
+    )
 
 
 class _ReasoningGymOptions(_ExtractOptions):
-    binary: bool = Field(False, description="1 only for a full score, else 0: reasoning-gym's scorers give partial "
-                                            "credit to near misses (chain_sum: '-191' for 191 scores 0.75)")
+    binary: bool = Field(
+        False,
+        description="1 only for a full score, else 0: reasoning-gym's scorers give partial "
+        "credit to near misses (chain_sum: '-191' for 191 scores 0.75)",
+    )
 
 
 class ReasoningGymReward(Reward):
@@ -42,8 +46,11 @@ class ReasoningGymReward(Reward):
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
         how = self.options.extract
         if how == "auto":  # plain asks for no answer form: all of the completion (the tiny model's bare answers)
-            how = "none" if self.ctx.template == "plain" else (
-                "answer_tag" if answer_style(self.ctx.template) == TAG else "boxed")
+            how = (
+                "none"
+                if self.ctx.template == "plain"
+                else ("answer_tag" if answer_style(self.ctx.template) == TAG else "boxed")
+            )
         out = Scored([])
         for p, c in zip(problems, completions, strict=True):
             answer: str | None = c
@@ -69,8 +76,9 @@ class MathAccuracy(Reward):
         super().__init__(ctx, options)
         from rlvr.workers import WorkerPool
 
-        self.pool = WorkerPool(GRADER, workers=ctx.workers, timeout=options.timeout or ctx.timeout,
-                               warmup=("1", "\\boxed{1}"))
+        self.pool = WorkerPool(
+            GRADER, workers=ctx.workers, timeout=options.timeout or ctx.timeout, warmup=("1", "\\boxed{1}")
+        )
 
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
         out = Scored([0.0] * len(completions))
@@ -100,8 +108,10 @@ _TAG_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?\S.*?</answer>\s*
 
 class _FormatOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    style: Literal["auto", "boxed", "r1"] = Field("auto", description="boxed: a non-empty \\boxed{}; r1: "
-                                                                      "<think></think> <answer></answer>; auto: by data.template")
+    style: Literal["auto", "boxed", "r1"] = Field(
+        "auto",
+        description="boxed: a non-empty \\boxed{}; r1: <think></think> <answer></answer>; auto: by data.template",
+    )
 
 
 class MathFormat(Reward):
