@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from rlvr.errors import ConfigError
 from rlvr.tasks import Problem
 
 from .metrics import (
@@ -143,23 +144,34 @@ def read_samples(paths: list[str | Path], problems: list[Problem], score: Callab
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"samples file not found: {path}")
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            raise ConfigError(f"--samples: samples file not found: {path}")
+        try:
+            text_all = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            line_no = path.read_bytes()[: e.start].count(b"\n") + 1
+            raise ConfigError(f"{path} line {line_no}: not UTF-8 text ({e.reason})") from None
+        for line_no, line in enumerate(text_all.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {line_no}: not JSON: {e}") from None
+                raise ConfigError(f"{path} line {line_no}: not JSON: {e}") from None
+            if not isinstance(r, dict):
+                raise ConfigError(f"{path} line {line_no}: expected a JSON object, got {type(r).__name__}")
             text = r.get("text", r.get("completion"))
             if not isinstance(text, str):
-                raise ValueError(f"{path} line {line_no}: needs a string 'text' (or 'completion')")
+                raise ConfigError(f"{path} line {line_no}: needs a string 'text' (or 'completion')")
             p = by_id.get(r.get("problem_id")) or by_prompt.get(r.get("prompt"))
             if p is None:
-                raise ValueError(
+                raise ConfigError(
                     f"{path} line {line_no}: problem_id {r.get('problem_id')!r} / prompt matches no "
                     f"problem of this eval set"
                 )
+            for key in ("tokens", "reward"):
+                v = r.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
+                    raise ConfigError(f"{path} line {line_no}: {key!r} must be a number, got {v!r}")
             row = {
                 "problem_id": p.id,
                 "sample": r.get("sample", 0),

@@ -113,6 +113,24 @@ def cmd_build_base(args: argparse.Namespace) -> int:
     return 0
 
 
+RANK_WAIT = 10.0  # seconds a rank other than 0 waits before printing a config error
+
+
+def say(line: str) -> None:
+    """A config error's line on stderr, once under `accelerate launch`: every rank meets the same
+    bad config, so rank 0 prints it and exits, and the launcher ends the others while they wait
+    (`RANK_WAIT`); a rank that still lives after the wait (its own error) prints it, naming itself."""
+    import os
+
+    rank = os.environ.get("RANK", "0")
+    if rank not in ("", "0"):
+        import time
+
+        time.sleep(RANK_WAIT)
+        line = line.replace("rlvr: ", f"rlvr (rank {rank}): ", 1)
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="rlvr", description="RL from verifiable rewards, with pass@k against the base model"
@@ -172,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train" and args.config is None:
         p.error("train needs a CONFIG file")
+    from rlvr.errors import RunError
+
     try:
         return args.func(args)
     except ConfigError as e:
-        print(f"rlvr: config error: {e}", file=sys.stderr)
+        say(f"rlvr: config error: {e}")
         return 2
+    except RunError as e:  # disk full, run directory in use, non-finite weights: one line, no traceback
+        print(f"rlvr: error: {e}", file=sys.stderr)  # every rank: it may be one rank's (its batch's rewards)
+        return 1
     except KeyboardInterrupt:
         print("rlvr: interrupted; the latest checkpoint (if any) resumes the run", file=sys.stderr)
         return 130

@@ -46,6 +46,11 @@ class ModelConfig(_Section):
         "float32", description="weights dtype for policy and reference"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory in the policy's update pass")
+    dropout: Literal["off", "keep"] = Field(
+        "off",
+        description="dropout of the trained models (policy, critic): off zeroes every dropout probability at load, "
+        "as RL needs (the old log-probs and values are targets of the update); keep leaves the checkpoint's",
+    )
 
 
 class RolloutConfig(_Section):
@@ -78,6 +83,12 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimizer steps")
     grad_clip: float | None = Field(1.0, description="max global gradient norm; null disables")
     seed: int = Field(0, description="seed for sampling, shuffling and init")
+    max_skipped_steps: int = Field(
+        3,
+        ge=1,
+        description="optimizer steps skipped in a row (non-finite loss or gradient: no update, counted in "
+        "train/skipped_steps) before the run stops with the reason",
+    )
     cpu_threads: int = Field(
         1,
         ge=1,
@@ -267,9 +278,15 @@ def merge_recipe(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(p: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    if raw is None:  # an empty recipe would train every default: almost surely the wrong file
+        raise ConfigError(f"{p}: the recipe is empty; write at least one section (e.g. `algorithm: {{name: grpo}}`)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return raw
@@ -322,6 +339,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, wh
         raise ConfigError(where + format_validation_error(e, RunConfig)) from None
     check_model_path(cfg.model.path)
     try:
+        check_run(cfg)
         check_algorithm(cfg)
     except ConfigError as e:
         raise ConfigError(where + str(e)) from None
@@ -339,6 +357,20 @@ def check_algorithm(cfg: RunConfig) -> None:
     if isinstance(cfg.algorithm, UnimportedAlgorithmConfig):
         return
     build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+
+
+def check_run(cfg: RunConfig) -> None:
+    """What pydantic cannot see, checked at load so that nothing is written or loaded first: the
+    rollout engine exists, and output_dir can be a directory (it and its parents are not files)."""
+    if cfg.rollout.engine == "vllm":
+        raise ConfigError("rollout.engine: the 'vllm' backend is not built yet; use 'hf'")
+    p = Path(cfg.output_dir).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                what = "is a file" if q == p else f"is inside {q}, which is a file"
+                raise ConfigError(f"output_dir: {cfg.output_dir} {what}; name a directory")
+            break
 
 
 def check_model_path(path: str) -> None:

@@ -258,8 +258,12 @@ def _read_rows(path: str, source: str, key: str) -> list[tuple[int, dict[str, An
             raise _error(f"{key}: {path} is not a readable Parquet file: {e}") from None
         rows = [(i + 1, r) for i, r in enumerate(table.to_pylist())]
     else:
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with open(p, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _error(f"{key}: {path} row {n}: not UTF-8 text (byte {e.start + 1}: {e.reason})") from None
                 if not line.strip():
                     continue
                 try:

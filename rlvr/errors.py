@@ -16,6 +16,17 @@ class ConfigError(ValueError):
     """A bad config: the message names the key or file and what was expected."""
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on for a reason outside the config (disk full, run directory in use,
+    non-finite weights): the message is one line naming the file or parameter; the CLI prints it
+    without a traceback."""
+
+
+class RewardError(RunError):
+    """A reward function that is broken rather than unlucky (it failed on every sample of a batch,
+    or on any sample of its first call): one line naming the function and its first error."""
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Known field names of the section at `loc` (for suggestions)."""
     for part in loc:

@@ -62,6 +62,25 @@ def load_value_model(path: str, dtype: str = "float32") -> torch.nn.Module:
     return model
 
 
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Zero every dropout probability of `model`, in place: RL reuses the sampling policy's log-probs
+    (and the critic's values) as fixed targets, so a random mask in the update makes the ratio and
+    value loss noisy and the run depend on when the model was in train mode (model.dropout: off).
+    Covers nn.Dropout modules, float attributes named *dropout* that modules copy from the config at
+    init (Qwen2's attention_dropout), and the config's own *dropout* fields (a later rebuild)."""
+    for cfg in {id(c): c for c in (getattr(m, "config", None) for m in model.modules()) if c is not None}.values():
+        for k, v in list(vars(cfg).items()):
+            if "dropout" in k and isinstance(v, float):
+                setattr(cfg, k, 0.0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for k, v in list(vars(m).items()):
+            if "dropout" in k and isinstance(v, float) and not isinstance(v, bool):
+                setattr(m, k, 0.0)
+    return model
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from each row's first real token, so a left-padded row (a prompt in a
     `RolloutBatch`) sees the positions it would alone; pads get 0 or repeat the last. [B, T]"""

@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig
 
 from rlvr.batch import RolloutBatch
+from rlvr.errors import ConfigError
 from rlvr.tasks import Problem
 
 
@@ -49,6 +50,7 @@ class HFEngine:
     def generate(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
         tok = self.tokenizer
         prompts = [p.prompt for p in problems]
+        check_prompt_lengths(problems, tok, sampling.max_new_tokens, model_max_length(self.model))
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
         P = enc["input_ids"].shape[1]
         device = next(self.model.parameters()).device
@@ -119,15 +121,35 @@ def make_batch(
     )
 
 
+def model_max_length(model: torch.nn.Module) -> int | None:
+    """The most positions the model takes (its config's max_position_embeddings), None if unknown."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_prompt_lengths(problems: list[Problem], tokenizer, max_new_tokens: int, limit: int | None) -> None:
+    """Refuse a prompt whose tokens plus rollout.max_new_tokens exceed the model's positions
+    (`limit`), naming its row: past it a model samples garbage, or allocates a batch padded to
+    the longest prompt (a 1 MB prompt: gigabytes) before failing."""
+    if limit is None:
+        return
+    for p in problems:
+        if len(p.prompt.encode()) + 2 + max_new_tokens <= limit:  # a token is at least a byte (+ bos, eos)
+            continue
+        n = len(tokenizer(p.prompt, add_special_tokens=True)["input_ids"])
+        if n + max_new_tokens > limit:
+            meta = p.metadata
+            where = f"{meta['source']} row {meta['row']}" if "row" in meta else f"problem {p.id or p.prompt[:40]!r}"
+            raise ConfigError(
+                f"data: {where}: the prompt is {n} tokens; with rollout.max_new_tokens={max_new_tokens} that "
+                f"exceeds the model's {limit} positions (max_position_embeddings); shorten it or drop the row"
+            )
+
+
 def build_engine(name: str, model: torch.nn.Module, tokenizer, *, batch_size: int = 256) -> RolloutEngine:
+    """The rollout engine `name`; config validation (`rlvr.config.check_run`) refuses vllm first."""
     if name == "hf":
         return HFEngine(model, tokenizer, batch_size=batch_size)
     if name == "vllm":
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                "rollout.engine: 'vllm' needs the optional extra: pip install 'rlvr[vllm]' (CUDA only)"
-            ) from None
-        raise NotImplementedError("rollout.engine: the vllm backend is not built yet; use 'hf'")
-    raise ValueError(f"rollout.engine: unknown engine {name!r} (known: hf, vllm)")
+        raise ConfigError("rollout.engine: the 'vllm' backend is not built yet; use 'hf'")
+    raise ConfigError(f"rollout.engine: unknown engine {name!r} (known: hf)")

@@ -76,7 +76,14 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"sweep file not found: {p}")
-    raw = yaml.safe_load(p.read_text()) or {}
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a sweep file is a mapping (base, output_dir, axes, ...), got {type(raw).__name__}")
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as e:

@@ -29,7 +29,9 @@ import contextlib
 import json
 import math
 import os
-import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +39,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rlvr import checkpoint as ckpt
 from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.data import load_problems
+from rlvr.errors import RunError
 from rlvr.losses import all_reduce_sum
-from rlvr.models import configure_cpu_threads, load_model_and_tokenizer, resolve_model_path, response_logprobs
+from rlvr.models import (
+    configure_cpu_threads,
+    disable_dropout,
+    load_model_and_tokenizer,
+    resolve_model_path,
+    response_logprobs,
+)
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
 from rlvr.rollout import Sampling, build_engine
 from rlvr.tasks import Problem
@@ -52,6 +62,48 @@ if TYPE_CHECKING:
     from rlvr.eval.settings import EvalSettings
 
 COUNTED = ("reward/errors", "reward/timeouts")  # verifier metrics that are counts, not means
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # checkpoint at the end of the step, then exit 128 + signum
+
+
+class Schedule(torch.optim.lr_scheduler.LambdaLR):
+    """The warm-up schedule of one trained model, which also counts the optimizer steps skipped for a
+    non-finite loss or gradient (all, and in a row): a skipped step does not advance the schedule
+    (warm-up counts optimizer steps taken), and the counts ride in its state_dict, so a resumed run
+    logs the same train/skipped_steps (a checkpoint without them starts them at 0)."""
+
+    def __init__(self, optimizer: Any, lr_lambda: Any) -> None:
+        self.skipped = 0
+        self.skipped_in_a_row = 0
+        super().__init__(optimizer, lr_lambda)
+
+
+def grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The global L2 norm of `model`'s gradients (what clipping computes), when nothing clips them."""
+    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def die_with_launcher() -> None:
+    """A worker started by a launcher (accelerate, torchrun: LOCAL_RANK set) gets SIGTERM when the
+    launcher dies, so a killed launcher leaves no workers training on (each worker sits in its own
+    session, out of reach of the launcher's terminal). Linux only (prctl PR_SET_PDEATHSIG); a launcher
+    that died before the call is caught by the parent having changed since the process started."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = LAUNCHER_PID
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died between rlvr's import and prctl (a launcher may be PID 1: no ==1 test)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+LAUNCHER_PID = os.getppid()  # the parent when rlvr was imported, before prctl: the race check's reference
 
 
 def make_accelerator(cfg: RunConfig, world: int):
@@ -77,8 +129,11 @@ def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool
 
 class Trainer:
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
+        die_with_launcher()  # first: a worker orphaned from here on ends instead of training on
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        self.step = 0  # the step being taken (1-based), for messages
+        self.signalled = 0  # SIGTERM/SIGINT noted while steps run (stop_signals)
         chat = cfg.data.template == "chat"  # the model's chat template: problems wait for the tokenizer
         self.train_problems, self.eval_problems = ([], []) if chat else load_problems(cfg.data)
         reward_fn = reward_fn or build_reward(
@@ -131,18 +186,22 @@ class Trainer:
         if cfg.eval.before and self.start_step == 0:
             self.evaluate(step=0, tag="base")
         bar = self.progress(range(self.start_step, cfg.train.steps))
-        for step in bar:
-            t0 = time.time()
-            batch, metrics = self.collect(step)
-            metrics.update(self.batch_metrics(batch))
-            metrics.update(self.train_on(batch))
-            metrics.update({k: v for k, v in batch.metrics.items() if k not in metrics})  # the algorithm's own
-            self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
-            metrics["time/step"] = time.time() - t0
-            self.log(step + 1, metrics, bar)
-            if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
-                self.evaluate(step + 1, tag=f"step-{step + 1}")
-            self.maybe_checkpoint(step + 1)
+        with self.stop_signals():
+            for step in bar:
+                self.step = step + 1  # the step being taken, for messages
+                t0 = time.time()
+                batch, metrics = self.collect(step)
+                metrics.update(self.batch_metrics(batch))
+                metrics.update(self.train_on(batch))
+                self.check_uniform(metrics)
+                metrics.update({k: v for k, v in batch.metrics.items() if k not in metrics})  # the algorithm's own
+                self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
+                metrics["time/step"] = time.time() - t0
+                self.log(step + 1, metrics, bar)
+                if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
+                    self.evaluate(step + 1, tag=f"step-{step + 1}")
+                self.maybe_checkpoint(step + 1)
+                self.stop_if_signalled(step + 1)
         self.save_final()
         if cfg.eval.after:
             self.evaluate(cfg.train.steps, tag="final")
@@ -154,6 +213,53 @@ class Trainer:
             )
         self.accelerator.end_training()
         return {"evals": self.eval_results}
+
+    @contextlib.contextmanager
+    def stop_signals(self):
+        """SIGTERM (what SLURM and launchers send) and SIGINT only note the signal while steps run:
+        the step finishes and `stop_if_signalled` checkpoints and exits. A second SIGINT exits at once
+        (KeyboardInterrupt). Outside the loop, and off the main thread, signals act as usual."""
+        self.signalled = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(signum, frame):
+            if self.signalled and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.signalled = self.signalled or signum
+
+        before = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, h in before.items():
+                signal.signal(s, h)
+
+    def stop_if_signalled(self, step: int) -> None:
+        """At the end of a step: if any process got SIGTERM/SIGINT, all of them (they agree by an
+        all-reduce) save a checkpoint of this step (even with checkpoint.every=0), say how to resume,
+        and exit with 128 + the signal's number: not 0, so a scheduler or a dependent job does not take
+        the run for finished (SLURM requeue does not depend on it; a job script can requeue on 143)."""
+        signum = self.signalled
+        if self.world > 1:
+            t = torch.tensor([float(signum)])
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            signum = int(t.item())
+        if not signum:
+            return
+        c = self.cfg.checkpoint
+        if not (c.every and step % c.every == 0 and step != self.cfg.train.steps):  # maybe_checkpoint's
+            self.save_checkpoint(step)
+        if self.accelerator.is_main_process:
+            print(
+                f"rlvr: stopped by {signal.Signals(signum).name} at step {step}; checkpoint at "
+                f"{self.out / 'checkpoints' / f'step-{step}'}; rerun the same command to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.accelerator.end_training()
+        raise SystemExit(128 + signum)
 
     # ------------------------------------------------------------ steps
 
@@ -274,19 +380,77 @@ class Trainer:
                     count += 1
                 if cfg.train.grad_clip:  # each trained model on its own; the policy's norm is logged
                     norms = [acc.clip_grad_norm_(m.parameters(), cfg.train.grad_clip) for m in self.trained]
-                    grad_norms.append(float(norms[0]))
+                else:
+                    norms = [grad_norm(m) for m in self.trained]
                 lrs.append(self.optimizer.param_groups[0]["lr"])  # the lr this optimizer step uses
+                losses.append(float(all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64))))
+                if self.skip_nonfinite(step_loss, norms):  # every process together: no update, grads dropped
+                    continue
+                if cfg.train.grad_clip:
+                    grad_norms.append(float(norms[0]))
                 for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
-                losses.append(float(all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64))))
+                self.check_weights()
         out = self.mean_over_processes({k: v / count for k, v in sums.items()})
+        out["train/skipped_steps"] = float(self.schedulers[0].skipped)  # cumulative over the run
         out["loss"] = sum(losses) / len(losses)
         out["lr"] = sum(lrs) / len(lrs)  # the mean lr of this step's optimizer steps (not the next step's)
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
+
+    def skip_nonfinite(self, loss: float, norms: list[Any]) -> bool:
+        """Whether this optimizer step is skipped: its loss or any model's gradient norm is non-finite
+        on some process (one NaN sample would otherwise poison every weight). Every process agrees by
+        an all-reduce; a skipped step drops the gradients, leaves weights, optimizer state and schedule
+        as they were, and is counted; train.max_skipped_steps in a row stop the run with the reason."""
+        local = [float(not math.isfinite(loss)), float(not all(math.isfinite(float(n)) for n in norms))]
+        bad_loss, bad_grad = (float(x) > 0 for x in all_reduce_sum(torch.tensor(local, dtype=torch.float64)))
+        for s in self.schedulers:
+            s.skipped_in_a_row = s.skipped_in_a_row + 1 if bad_loss or bad_grad else 0
+        if not (bad_loss or bad_grad):
+            return False
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        for s in self.schedulers:
+            s.skipped += 1
+        what, limit = "loss" if bad_loss else "gradient", self.cfg.train.max_skipped_steps
+        row = self.schedulers[0].skipped_in_a_row
+        if row >= limit:
+            raise RunError(
+                f"step {self.step}: {row} optimizer steps in a row had a non-finite {what} and were skipped "
+                f"(train.max_skipped_steps={limit}); the run stops here (check the reward and train.lr)"
+            )
+        if self.accelerator.is_main_process:
+            ckpt.warn(f"step {self.step}: non-finite {what}; optimizer step skipped ({row} in a row)")
+        return True
+
+    def check_uniform(self, metrics: dict[str, float]) -> None:
+        """Stop when the policy's entropy (measured in this step's update) is ln |V|: uniform over the
+        whole vocabulary, its gradient zero, a model a too-large step destroyed with finite weights
+        (train.lr=1e6); a run that went on would end "successfully" with it. No model starts there."""
+        vocab = self.accelerator.unwrap_model(self.policy).get_output_embeddings().weight.shape[0]
+        entropy = metrics.get("entropy", 0.0)
+        if math.isfinite(entropy) and entropy >= math.log(vocab) * (1 - 1e-4):
+            raise RunError(
+                f"step {self.step}: the policy's entropy is {entropy:.6g} = ln {vocab}, uniform over its vocabulary: "
+                f"an update destroyed the model (train.lr={self.cfg.train.lr:g} too large?); the run stops here"
+            )
+
+    def check_weights(self) -> None:
+        """Stop the run at the first optimizer step that leaves a non-finite weight (a finite loss and
+        gradient can still overflow, e.g. train.lr=1e6), naming the parameter; never train on it."""
+        for model in self.trained:
+            params = [p for p in model.parameters() if p.is_floating_point()]
+            if bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()):
+                continue
+            name = next(n for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all()))
+            raise RunError(
+                f"step {self.step}: parameter {name} is non-finite after the optimizer step "
+                f"(train.lr={self.cfg.train.lr:g}); the run stops here, nothing of it is saved"
+            )
 
     def micro_loss(self, micro: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
@@ -305,11 +469,14 @@ class Trainer:
         """Hand a model to accelerate; returns it prepared. With `lr` it is trained like the
         policy: its own AdamW (train.betas, train.weight_decay) and warm-up, train mode and
         gradient sync in the update, clipped (train.grad_clip) and stepped with the policy,
-        saved in checkpoints and restored on resume. Without `lr` it is frozen: no grad,
-        eval mode, on the device, not checkpointed (it cannot change)."""
+        saved in checkpoints and restored on resume; its dropout zeroed unless model.dropout=keep,
+        and in eval mode for `forward` passes. Without `lr` it is frozen: no grad, eval mode, on the
+        device, not checkpointed (it cannot change)."""
         acc, t = self.accelerator, self.cfg.train
         if lr is None:
             return model.requires_grad_(False).eval().to(acc.device)
+        if self.cfg.model.dropout == "off":
+            disable_dropout(model)
         model, opt = acc.prepare(
             model, torch.optim.AdamW(model.parameters(), lr=lr, betas=t.betas, weight_decay=t.weight_decay)
         )
@@ -317,7 +484,7 @@ class Trainer:
         warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         self.trained.append(model)
         self.optimizers.append(opt)
-        self.schedulers.append(torch.optim.lr_scheduler.LambdaLR(getattr(opt, "optimizer", opt), warm))
+        self.schedulers.append(Schedule(getattr(opt, "optimizer", opt), warm))
         return model
 
     def sampling(self) -> Sampling:
@@ -341,9 +508,23 @@ class Trainer:
 
     @torch.no_grad()
     def forward(self, fn, batch: RolloutBatch) -> torch.Tensor:
-        """fn(micro-batch) over train.micro_batch_size micro-batches of `batch`, without grad,
-        joined along the batch: [B, ...]."""
-        return torch.cat([fn(mb) for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size)])
+        """fn(micro-batch) over train.micro_batch_size micro-batches of `batch`, without grad and with
+        every model in eval mode (old and reference log-probs, values: the same numbers whether or not
+        an update ran before, as a resumed run needs), joined along the batch: [B, ...]."""
+        with self.eval_mode():
+            return torch.cat([fn(mb) for mb in self.micro_batches(batch, self.cfg.train.micro_batch_size)])
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """The trained models in eval mode inside, their modes restored after."""
+        modes = [m.training for m in self.trained]
+        for m in self.trained:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, was in zip(self.trained, modes, strict=True):
+                m.train(was)
 
     def logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs [B, R] of the responses under `model` at the sampling temperature, no grad."""
@@ -431,8 +612,7 @@ class Trainer:
             **{k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
         }
         if acc.is_main_process:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            ckpt.append_jsonl(self.out / "metrics.jsonl", row)  # strict JSON: a non-finite value is null
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(
                     reward=f"{metrics.get('reward/mean', float('nan')):.3f}", loss=f"{metrics.get('loss', 0):.4f}"
@@ -443,10 +623,13 @@ class Trainer:
     def write_run_files(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
+            with ckpt.write_errors(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.lock_run_dir(self.out)  # one run per directory, before anything in it is written
+            ckpt.clean_stale(self.out)  # what a killed run left half-written
             resolved = self.cfg.model_copy(deep=True)
             resolved.algorithm = self.algorithm.config.model_dump(mode="json")
-            (self.out / "config.yaml").write_text(to_yaml(resolved))
+            ckpt.write_atomic(self.out / "config.yaml", to_yaml(resolved))
         if self.cfg.tracking.report_to:
             acc.init_trackers(
                 self.cfg.tracking.project,
@@ -543,61 +726,55 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint_dirs(self) -> list[Path]:
-        root = self.out / "checkpoints"
-        dirs = [d for d in root.glob("step-*") if (d / "trainer_state.json").is_file()] if root.is_dir() else []
-        return sorted(dirs, key=lambda d: int(d.name.split("-")[1]))
+        """The complete checkpoints (every file there, trainer_state.json readable), oldest first."""
+        return [c.path for c in ckpt.complete_checkpoints(self.out / "checkpoints")]
 
     def maybe_checkpoint(self, step: int) -> None:
         c = self.cfg.checkpoint
         if not c.every or step % c.every or step == self.cfg.train.steps:
             return
-        acc = self.accelerator
-        path = self.out / "checkpoints" / f"step-{step}"
-        acc.save_state(str(path))
-        if acc.is_main_process:
-            # written last: a checkpoint without it is incomplete and ignored
-            state = {
-                "step": step,
-                "schedulers": [s.state_dict() for s in self.schedulers],
-                "algorithm": self.algorithm.state_dict(),
-            }
-            (path / "trainer_state.json").write_text(json.dumps(state))
-            for old in self.checkpoint_dirs()[: -c.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        self.save_checkpoint(step)
+
+    def save_checkpoint(self, step: int) -> None:
+        """A resumable checkpoint of the state after `step` steps, now, on every process together:
+        written aside and renamed into checkpoints/step-N, never with non-finite weights (rlvr/checkpoint.py)."""
+        state = {"schedulers": [s.state_dict() for s in self.schedulers], "algorithm": self.algorithm.state_dict()}
+        models = [self.accelerator.unwrap_model(m) for m in self.trained]
+        ckpt.save_checkpoint(self.accelerator, self.out, step, state, models, self.cfg.checkpoint.keep)
 
     def maybe_resume(self) -> None:
+        """Load the newest checkpoint that is complete and loads (a broken one is skipped with a warning
+        naming it); keep the metrics and evals rows up to its step, a torn last line dropped."""
         if not self.cfg.checkpoint.resume:
             return
-        dirs = self.checkpoint_dirs()
-        if not dirs:
+        main = self.accelerator.is_main_process
+        tried = []
+        for c in reversed(ckpt.complete_checkpoints(self.out / "checkpoints", report=main)):
+            try:
+                self.accelerator.load_state(str(c.path))
+            except Exception as e:  # a file torn inside though its size is right: the next older one
+                tried.append(c.path)
+                if main:
+                    ckpt.warn(f"skipping checkpoint {c.path}: it does not load ({type(e).__name__}: {str(e)[:120]})")
+                continue
+            for s, sd in zip(self.schedulers, c.state["schedulers"], strict=True):
+                s.load_state_dict(sd)
+            if "algorithm" in c.state:  # the algorithm's own state (an adaptive KL coefficient)
+                self.algorithm.load_state_dict(c.state["algorithm"])
+            self.start_step = c.step
+            if main:
+                for name in ("metrics.jsonl", "evals.jsonl"):
+                    ckpt.repair_jsonl(self.out / name, self.start_step)
+                print(f"rlvr: resuming from {c.path} (step {self.start_step})")
             return
-        last = dirs[-1]
-        self.accelerator.load_state(str(last))
-        state = json.loads((last / "trainer_state.json").read_text())
-        for s, sd in zip(self.schedulers, state["schedulers"], strict=True):
-            s.load_state_dict(sd)
-        if "algorithm" in state:  # the algorithm's own state (an adaptive KL coefficient)
-            self.algorithm.load_state_dict(state["algorithm"])
-        self.start_step = state["step"]
-        if self.accelerator.is_main_process:
-            for name in ("metrics.jsonl", "evals.jsonl"):
-                f = self.out / name
-                if f.is_file():
-                    keep = [l for l in f.read_text().splitlines() if l and json.loads(l)["step"] <= self.start_step]
-                    f.write_text("".join(l + "\n" for l in keep))
-            print(f"rlvr: resuming from {last} (step {self.start_step})")
+        if tried:  # a failed load may have changed some weights: starting afresh from them would be wrong
+            raise ckpt.RunError(f"no checkpoint in {self.out / 'checkpoints'} loads; move it away to start afresh")
 
     def save_final(self) -> None:
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        path = self.out / "final"
-        acc.unwrap_model(self.policy).save_pretrained(
-            path,
-            is_main_process=acc.is_main_process,
-            save_function=acc.save,
-            state_dict=acc.get_state_dict(self.policy),
-        )
-        if acc.is_main_process:
-            self.tokenizer.save_pretrained(path)
-        acc.wait_for_everyone()
+        """The policy and tokenizer into final/, written aside and renamed; never non-finite weights."""
+        ckpt.save_final(self.accelerator, self.policy, self.tokenizer, self.out, self.cfg.train.steps)
+
+    def release_run_dir(self) -> None:
+        """Give up the output_dir lock before the process ends (it is dropped at exit anyway)."""
+        if self.accelerator.is_main_process:
+            ckpt.unlock_run_dir(self.out)

@@ -293,14 +293,15 @@ def test_callables_by_import_path_weighted_and_logged_apart():
 def test_a_raising_callable_scores_0_for_that_sample_is_counted_and_shown_once(capsys):
     reward = build_reward(RewardConfig(functions=[{"name": "test_rewards:flaky_reward"}]), MATH_DATA)
     runner = RewardRunner(reward)
+    runner(problems_with_difficulty(1), ["ok"])  # a failure in the first call stops the run (test_bad_inputs)
     rewards, info = runner(problems_with_difficulty(3), ["ok", "boom", "ok"])
     assert rewards.tolist() == [1.0, 0.0, 1.0] and info["reward/errors"] == 1
     out = capsys.readouterr().out
     assert "flaky_reward" in out and "Traceback" in out and "boom in the reward" in out
-    rewards, info = runner(problems_with_difficulty(2), ["boom", "boom"])
-    assert rewards.tolist() == [0.0, 0.0] and info["reward/errors"] == 2
+    rewards, info = runner(problems_with_difficulty(2), ["boom", "ok"])  # all "boom" stops the run
+    assert rewards.tolist() == [0.0, 1.0] and info["reward/errors"] == 1
     assert capsys.readouterr().out == ""  # shown once
-    assert runner.errors == 3
+    assert runner.errors == 2
 
 
 def test_a_builtin_that_raises_on_one_sample_scores_only_that_sample_0(capsys):
@@ -322,7 +323,9 @@ def test_a_plain_reward_fn_still_works_with_the_runner(capsys):
             raise KeyError("batch")
         return [0.5] * len(completions)
 
-    rewards, info = RewardRunner(fn)([Problem("p", "1")] * 3, ["a", "x", "b"])
+    runner = RewardRunner(fn)
+    runner([Problem("p", "1")], ["a"])  # a failure in the first call stops the run (test_bad_inputs)
+    rewards, info = runner([Problem("p", "1")] * 3, ["a", "x", "b"])
     assert rewards.tolist() == [0.5, 0.0, 0.5]
     assert info == {"reward/errors": 1.0, "reward/timeouts": 0.0}
     assert "Traceback" in capsys.readouterr().out

@@ -25,9 +25,14 @@ Built in:
   `f(prompts, completions, **columns) -> list[float | None]`; the columns are
   `answer`, `tests`, `entry` (reasoning-gym) and `data.extra_columns`.
 
-A verifier that raises or times out scores 0 for that sample and is counted
-(`reward/errors`, `reward/timeouts`); its traceback is shown once; it never
-stops training. None (TRL's "no opinion") adds nothing to the weighted sum.
+A verifier that raises or times out on a sample, or returns for it something other
+than a finite number or None (a string, nan, inf), scores 0 for that sample and is
+counted (`reward/errors`, `reward/timeouts`); its first traceback is shown once. A
+reward that failed on every sample of a batch, or a user's function that failed on any
+sample of its first call (a wrong signature, a missing column), stops the run with one
+line naming it (`rlvr.errors.RewardError`). A function by import path runs in a worker
+process, so `reward.timeout` bounds each call. None (TRL's "no opinion") adds nothing to
+the weighted sum.
 
 The modules: `extract` (where the answer is), `mathgrade` (math-verify grading),
 `verifiers` (reasoning_gym, math_accuracy, math_format), `codetests`, `adapter`

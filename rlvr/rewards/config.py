@@ -69,7 +69,10 @@ class RewardConfig(BaseModel):
         "reasoning-gym tasks, code_tests when data has tests, else math_accuracy",
     )
     timeout: float = Field(
-        10.0, gt=0.0, description="seconds per grade (a math-verify call, a program's run); past it the sample scores 0"
+        10.0,
+        gt=0.0,
+        description="seconds per grade (a math-verify call, a program's run, a call of a reward by import path "
+        "on a batch); past it the samples score 0, counted in reward/timeouts",
     )
     workers: int = Field(2, ge=1, description="grading processes (math) and sandboxed programs (code) run at once")
 
@@ -89,7 +92,7 @@ def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
     for i, f in enumerate(functions):
         key = f"reward.functions.{i}"
         if ":" in f.name:
-            reward: Reward = CallableReward(_import_callable(f.name, key))
+            reward: Reward = CallableReward(_import_callable(f.name, key), path=f.name, timeout=reward_cfg.timeout)
             label = f.name.rsplit(":", 1)[1]
         else:
             cls = BUILTINS[f.name]
