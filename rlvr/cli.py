@@ -1,4 +1,5 @@
-"""Command line: `rlvr train CONFIG [dotted.key=value ...]`, `rlvr build-base`.
+"""Command line: `rlvr train CONFIG [dotted.key=value ...]`, `rlvr eval`, `rlvr sweep`, `rlvr report`,
+`rlvr build-base`, and `rlvr launch [accelerate options] train ...` (rlvr/launch.py).
 
 Also `python -m rlvr ...`, so `accelerate launch -m rlvr train ...` works.
 """
@@ -132,6 +133,11 @@ def say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["launch"]:  # accelerate's options pass through untouched: not an argparse subcommand
+        from rlvr.launch import main as launch
+
+        return launch(argv[1:])
     p = argparse.ArgumentParser(
         prog="rlvr", description="RL from verifiable rewards, with pass@k against the base model"
     )
@@ -184,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--cache-dir", default=None)
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.set_defaults(func=cmd_build_base)
+    sub.add_parser(
+        "launch",
+        help="accelerate launch [options] -m rlvr CMD ..., ending a failed run with the worker's one line and exit code",
+        description="rlvr launch [accelerate launch options] train|eval|sweep ... (see rlvr/launch.py)",
+    )
     args = p.parse_args(argv)
     if getattr(args, "help_config", False):
         print("\n".join(describe()))
@@ -203,6 +214,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlvr: interrupted; the latest checkpoint (if any) resumes the run", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        import os
+
+        reason = str(e).split("] ", 1)[-1].split(". ", 1)[0]
+        print(
+            f"rlvr (rank {os.environ.get('RANK', '?')}): error: another process of this run is gone ({reason}); "
+            "the launcher names it; the latest checkpoint (if any) resumes the run",
+            file=sys.stderr,
+        )
+        return 1
+
+
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "communicator was aborted")
+
+
+def lost_peer(e: BaseException) -> bool:
+    """A collective failed because another process of the run died (killed, out of memory): under a
+    launcher, its traceback says nothing the launcher's line does not."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and any(s in str(e) for s in PEER_GONE)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from rlvr.models import (
     response_logprobs,
 )
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
-from rlvr.rollout import Sampling, build_engine
+from rlvr.rollout import Sampling, build_engine, check_prompt_lengths, model_max_length
 from rlvr.tasks import Problem
 
 if TYPE_CHECKING:
@@ -155,6 +155,9 @@ class Trainer:
         if chat:
             self.train_problems, self.eval_problems = load_problems(cfg.data, self.tokenizer)
             self._check_batch_shape(self.world)
+        # every prompt fits the model with its response: refused here, before anything is written
+        every = self.train_problems + self.eval_problems
+        check_prompt_lengths(every, self.tokenizer, cfg.rollout.max_new_tokens, model_max_length(model))
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         # the trained models with their optimizers and schedulers: the policy's first, then the algorithm's

@@ -421,7 +421,7 @@ def test_a_long_prompt_is_refused_naming_its_row(ws, random_model, capsys):
     cfg = reward_config(ws, random_model, "good")
     rc, out, err = run_main(["train", cfg, f"data.path={path}", f"data.eval_path={path}", "train.steps=1"], capsys)
     assert_one_clear_line(rc, out, err, ["long.jsonl row 1", "403 tokens", "rollout.max_new_tokens=4", "256"])
-    assert_nothing_trained(ws / "run_good")
+    assert not (ws / "run_good").exists()  # refused at load: no config.yaml, no lock, nothing written
 
 
 # ------------------------------------------------------------ end to end, in a subprocess
@@ -473,6 +473,49 @@ def test_under_two_processes_a_config_error_is_printed_once(ws):
     ours = [line for line in r.stderr.splitlines() if line.startswith(("rlvr: ", "rlvr ("))]
     assert len(ours) == 1 and "rollout.n" in ours[0], r.stderr
     assert not (ws / "run").exists()
+
+
+@pytest.mark.distributed
+def test_rlvr_launch_ends_a_failed_run_with_the_workers_line_and_exit_code(ws):
+    """`rlvr launch` (accelerate launch through rlvr) under 2 processes: the config error's one line is the
+    whole of stderr (no launcher traceback or log lines after it) and the exit code is the worker's 2,
+    where `accelerate launch` exits 1 after a ChildFailedError report."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+    launch = [sys.executable, "-m", "rlvr", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533"]
+    r = subprocess.run(
+        [*launch, "train", str(ws / "good.yaml"), "rollout.n=1"], cwd=ws, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlvr: config error: ") and "rollout.n" in lines[0], r.stderr
+    assert not (ws / "run").exists()
+
+
+def test_rlvr_launch_splits_accelerates_options_from_the_command():
+    from accelerate.commands.launch import launch_command_parser
+
+    from rlvr.launch import split
+
+    p = launch_command_parser()
+    assert split(["--num_processes", "2", "train", "a.yaml", "x=1"], p) == (
+        ["--num_processes", "2"],
+        ["train", "a.yaml", "x=1"],
+    )
+    # an option's value that happens to be a command name is not the command
+    assert split(["--config_file", "train", "--multi_gpu", "eval", "--model", "m"], p) == (
+        ["--config_file", "train", "--multi_gpu"],
+        ["eval", "--model", "m"],
+    )
+    assert split(["--num_processes", "2"], p) == (["--num_processes", "2"], [])
+
+
+def test_rlvr_launch_without_a_command_says_what_to_write(capsys):
+    from rlvr.cli import main
+
+    assert main(["launch", "--num_processes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rlvr launch: name the rlvr command")
 
 
 def test_the_corpus_is_wide():

@@ -90,9 +90,20 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
+def kill_at_row(cmd: list[str], run_env: dict[str, str], out: Path, k: int) -> None:
+    """Start `cmd`, SIGKILL it when out/metrics.jsonl has k rows."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=run_env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_rows(proc, out, k)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
 @pytest.mark.parametrize("name", list(ALGORITHMS))
-def test_kill9_at_a_random_step_resumes_exactly(tmp_path, random_model, name):
-    """SIGKILL when metrics.jsonl has k rows (k drawn per algorithm with a fixed seed), checkpoint.every=1;
+def test_kill9_at_a_random_step_resumes_exactly(tmp_path, random_model, name, capsys):
+    """SIGKILL when metrics.jsonl has k >= 2 rows (k drawn per algorithm with a fixed seed), checkpoint.every=1;
     the rerun resumes from whichever checkpoint is complete and ends equal to an uninterrupted run: metrics
     rows (but time) and final weights, bitwise. Fails without eval-mode passes for PPO (its critic's dropout
     made the first step after a start differ) and without the adaptive KL coefficient in the checkpoint."""
@@ -101,18 +112,41 @@ def test_kill9_at_a_random_step_resumes_exactly(tmp_path, random_model, name):
     cfg = config(
         tmp_path / "c.yaml", random_model, algorithm, output_dir=str(tmp_path / "run"), checkpoint={"every": 1}
     )
-    k = random.Random(f"kill-{name}").randint(1, STEPS - 1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rlvr", "train", str(cfg)], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL
-    )
-    try:
-        wait_for_rows(proc, tmp_path / "run", k)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    k = random.Random(f"kill-{name}").randint(2, STEPS - 1)  # >= 2 rows: checkpoint step-1 is complete
+    kill_at_row([sys.executable, "-m", "rlvr", "train", str(cfg)], env(), tmp_path / "run", k)
     assert not (tmp_path / "run" / "final").exists()
-    assert_same_run(ref, run_inprocess(cfg))
+    capsys.readouterr()
+    resumed = run_inprocess(cfg)
+    assert "rlvr: resuming from " in capsys.readouterr().out  # not a fresh start, which would end the same
+    assert_same_run(ref, resumed)
+
+
+def launch2(cfg: Path, port: int) -> list[str]:
+    cmd = [sys.executable, "-m", "rlvr", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    return [*cmd, "train", str(cfg)]
+
+
+@pytest.mark.distributed
+def test_kill9_under_two_processes_resumes_exactly(tmp_path, random_model):
+    """PPO with the adaptive KL (a critic and algorithm state: the most to restore) under 2 processes,
+    killed -9 (the launcher, so both workers) at a random step: the relaunch ends equal to an
+    uninterrupted 2-process run, metrics rows (but time) and final weights bitwise."""
+    algorithm = ALGORITHMS["ppo-adaptive-kl"]
+    run_env = {**env(), "ACCELERATE_USE_CPU": "1"}
+    ref = config(tmp_path / "ref.yaml", random_model, algorithm, output_dir=str(tmp_path / "ref"))
+    subprocess.run(launch2(ref, 29537), cwd=ROOT, env=run_env, check=True, capture_output=True)
+    cfg = config(
+        tmp_path / "c.yaml", random_model, algorithm, output_dir=str(tmp_path / "run"), checkpoint={"every": 1}
+    )
+    k = random.Random("kill-2proc").randint(2, STEPS - 1)  # >= 2 rows: checkpoint step-1 is complete
+    kill_at_row(launch2(cfg, 29539), run_env, tmp_path / "run", k)
+    deadline = time.monotonic() + 120  # the workers die with the launcher (PR_SET_PDEATHSIG)
+    while marked(str(cfg)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = subprocess.run(launch2(cfg, 29541), cwd=ROOT, env=run_env, check=True, capture_output=True, text=True)
+    assert "rlvr: resuming from " in r.stdout  # not a fresh start, which would end the same
+    assert_same_run(tmp_path / "ref", tmp_path / "run")
 
 
 class NanConfig(GRPOConfig):
@@ -281,6 +315,38 @@ def test_workers_exit_when_the_launcher_is_killed(tmp_path, random_model):
         while marked(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marked(marker) == []
+    finally:
+        launcher.kill()
+        for pid in marked(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.distributed
+def test_rlvr_launch_names_a_worker_killed_by_a_signal(tmp_path, random_model):
+    """kill -9 of one worker (as the OOM killer does) under `rlvr launch`: the worker said nothing, so the
+    launcher says which rank died of which signal, in one line, and exits 128 + 9."""
+    cfg = config(tmp_path / "c.yaml", random_model, {"name": "grpo"}, train={"steps": 100000})
+    cmd = [sys.executable, "-m", "rlvr", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29535"]
+    launcher = subprocess.Popen(
+        [*cmd, "train", str(cfg)],
+        cwd=ROOT,
+        env={**env(), "ACCELERATE_USE_CPU": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    marker = str(cfg)
+    try:
+        wait_for_rows(launcher, tmp_path / "run", 1)
+        workers = sorted(p for p in marked(marker) if p != launcher.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGKILL)
+        _, err = launcher.communicate(timeout=180)
+        assert launcher.returncode == 137, err
+        ours = [line for line in err.splitlines() if line.startswith("rlvr launch: ")]
+        assert len(ours) == 1 and "was killed by SIGKILL" in ours[0], err
+        assert "Traceback" not in err and "ChildFailedError" not in err, err
     finally:
         launcher.kill()
         for pid in marked(marker):
