@@ -139,11 +139,8 @@ class Algorithm:
         `trainer.prepare_model` (with `lr`: trained, stepped, clipped and checkpointed with
         the policy; without: frozen). The base loads the reference model when the KL is on.
         Subclasses that add models call super().setup(trainer) first."""
-        if self.needs_reference:
-            from rlvr.models import load_model_and_tokenizer
-
-            model, _ = load_model_and_tokenizer(trainer.model_path, trainer.cfg.model.dtype)
-            self.ref = trainer.prepare_model(model)
+        if self.needs_reference:  # the base model, or with LoRA the policy with its adapters off
+            self.ref = trainer.reference_model()
 
     def after_scoring(self, batch: RolloutBatch) -> None:
         """Each batch the trainer scores (`trainer.score`): `batch.scores` holds the verifier's

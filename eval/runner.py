@@ -252,14 +252,16 @@ def base_cache_key(
     dtype: str = "float32",
     device: str = "cpu",
     engine_batch: int | None = None,
+    engine: str = "hf",
 ) -> dict[str, Any]:
     """Everything that decides the base's samples: the checkpoint, the dtype and device type it
     samples in (a CUDA generator draws other numbers than the CPU one), the problems, the sampling
     settings and seed, and how the problems are cut into seeded generate() calls (`sample_rows`).
-    Not the number of processes: the rows do not depend on it."""
+    Not the number of processes: the rows do not depend on it. The sampling engine when it is not
+    hf (vLLM draws other samples from the same seeds); hf's keys are unchanged."""
     per_call = problems_per_call(settings)
     per_generate = min(per_call * settings.n, engine_batch or settings.batch_size or DEFAULT_BATCH)
-    return {
+    return ({"engine": engine} if engine != "hf" else {}) | {
         "model": model_fingerprint(base_path),
         "problems": problems_fingerprint(problems),
         "sampling": {**settings.sampling_key(), "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS},
@@ -376,22 +378,53 @@ def _in_order(rows: list[dict], order: list[str]) -> list[dict]:
 
 
 class _Models:
-    """Engines for models given by path, loaded once, on `device`, in `dtype`."""
+    """Engines for models given by path, loaded once, on `device`, in `dtype`, with the rollout
+    engine `kind` (hf, or vllm: one vLLM at a time, the previous one closed before the next loads;
+    the perplexity terms use the HF models, kept in `hf`)."""
 
-    def __init__(self, settings: EvalSettings, device: str, dtype: str):
-        self.settings, self.device, self.dtype, self.loaded = settings, device, dtype, {}
+    def __init__(self, settings: EvalSettings, device: str, dtype: str, kind: str = "hf"):
+        self.settings, self.device, self.dtype, self.kind, self.loaded = settings, device, dtype, kind, {}
+        self.hf: dict[str, tuple[Any, Any]] = {}
 
     def engine(self, model):
         if not isinstance(model, (str, Path)):
-            return model  # an engine already (the trainer's)
-        from rlvr.models import load_model_and_tokenizer, resolve_model_path
-        from rlvr.rollout import HFEngine
+            return model  # an engine already (the trainer's, or a server's)
+        from rlvr.rollout import build_engine
 
         key = str(model)
         if key not in self.loaded:
-            m, tok = load_model_and_tokenizer(resolve_model_path(key), self.dtype)
-            self.loaded[key] = HFEngine(m.to(self.device), tok, batch_size=self.settings.batch_size or DEFAULT_BATCH)
+            if self.kind != "hf":
+                self.close()
+            m, tok = self.model_and_tokenizer(key)
+            self.loaded[key] = build_engine(self.kind, m, tok, batch_size=self.settings.batch_size or DEFAULT_BATCH)
         return self.loaded[key]
+
+    def model_and_tokenizer(self, model) -> tuple[Any, Any] | None:
+        """The HF model and tokenizer of `model` (a path, or an engine holding one); None for a server."""
+        if isinstance(model, (str, Path)):
+            from rlvr.models import load_model_and_tokenizer, resolve_model_path
+
+            key = str(model)
+            if key not in self.hf:
+                m, tok = load_model_and_tokenizer(resolve_model_path(key), self.dtype)
+                self.hf[key] = (m.to(self.device), tok)
+            return self.hf[key]
+        m = getattr(model, "model", None)
+        if m is None and _engine_kind(model) == "vllm":
+            m = model._model  # the policy the trainer's vLLM samples (its last sync_weights)
+        return (m, model.tokenizer) if isinstance(m, torch.nn.Module) else None
+
+    def close(self) -> None:
+        for k in list(self.loaded):
+            e = self.loaded.pop(k)
+            if hasattr(e, "close"):
+                e.close()
+
+
+def _engine_kind(engine) -> str:
+    """hf or vllm (the names `rlvr eval --engine` takes) for rlvr's engines, else the class name."""
+    name = type(engine).__name__
+    return {"HFEngine": "hf", "VLLMEngine": "vllm"}.get(name, name)
 
 
 def _dtype_device(engine, dtype: str, device: str) -> tuple[str, str]:
@@ -424,11 +457,13 @@ def evaluate(
     dtype: str = "float32",
     progress: bool = True,
     maj: bool = True,
+    engine: str = "hf",
 ) -> dict[str, Any]:
     """The eval of one model against its base, on `settings.problems` (or all) of `problems`.
 
-    model: a rollout engine (the trainer's policy) or a checkpoint path to sample; or
-        `samples`, JSONL files of completions made elsewhere.
+    model: a rollout engine (the trainer's policy, a `ServerEngine`) or a checkpoint path to
+        sample; or `samples`, JSONL files of completions made elsewhere.
+    engine: what samples the checkpoints given by path (model and base): hf or vllm.
     base: the base checkpoint. Its samples come from `base_samples`, else the cache
         (`base_cache_path`), else they are drawn and cached (unless `sample_base` is
         False: then there is no comparison). With `model_is_base` the model is the base:
@@ -458,6 +493,7 @@ def evaluate(
         dtype=dtype,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
         progress=progress,
+        engine=engine,
     )
     result: dict[str, Any] = {
         "spec": settings.model_dump(),
@@ -490,10 +526,11 @@ def evaluate(
         result["base_metrics"] = model_metrics(base_rows, run.order, settings, maj=maj)
         result["comparison"] = comparison_metrics(rows, base_rows, run.order, settings)
         if settings.perplexity and run.out is not None and run.main and model is not None and not samples and base:
-            m, b = run.models.engine(model), run.models.engine(run.base_dir())
-            result["perplexity"] = perplexity_terms(
-                (b.model, b.tokenizer), (m.model, m.tokenizer), rows, base_rows, settings
-            )
+            m, b = run.models.model_and_tokenizer(model), run.models.model_and_tokenizer(run.base_dir())
+            if m is not None:  # not for a server's model
+                result["perplexity"] = perplexity_terms(b, m, rows, base_rows, settings)
+    if engine != "hf":
+        run.models.close()  # vLLM's memory and process groups, now
     result["wall_time_s"] = time.time() - t0
     if run.out is not None and run.main:
         (run.out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1))
@@ -520,12 +557,13 @@ class _EvalRun:
         dtype: str,
         device: str,
         progress: bool,
+        engine: str = "hf",
     ):
         self.problems, self.settings, self.score, self.base = problems, settings, score, base
         self.rank, self.world, self.main, self.progress = rank, world, rank == 0, progress
         self.dtype, self.device = dtype, device
         self.order = [p.id for p in problems]
-        self.models = _Models(settings, device, dtype)
+        self.models = _Models(settings, device, dtype, engine)
         self.out = Path(out_dir) if out_dir is not None else None
         if self.out is not None and self.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -564,6 +602,7 @@ class _EvalRun:
             dtype=dt,
             device=dev,
             engine_batch=getattr(engine, "batch_size", None),
+            engine=self.models.kind if engine is None else _engine_kind(engine),
         )
         rows = (read_jsonl(path) if path.is_file() else None) if self.main else None
         rows = _from_rank0(rows, self.world)  # one decision for every process
@@ -594,10 +633,15 @@ def evaluate_run(
     out_dir: str | Path,
     label: str = "model",
     progress: bool = True,
+    engine: str = "hf",
+    server: str | None = None,
+    server_model: str | None = None,
 ) -> dict[str, Any]:
     """`evaluate` of a checkpoint (or samples) of a run: its held-out problems, reward and eval
     settings (the full eval's: n = eval.final_n or eval.n) from the run config `cfg`, then
-    `overrides` (EvalSettings fields). What `rlvr eval` and each sweep cell run."""
+    `overrides` (EvalSettings fields). What `rlvr eval` and each sweep cell run. `engine` samples
+    the checkpoints (hf or vllm); `server`, an OpenAI-compatible URL, samples the model instead
+    (eval/server.py; `server_model`: its model name, default the server's one)."""
     from rlvr.data import load_problems  # the run's problems and reward, built as training builds them
     from rlvr.models import configure_cpu_threads, resolve_model_path
     from rlvr.rewards import RewardRunner, build_reward
@@ -610,11 +654,22 @@ def evaluate_run(
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model or cfg.model.path))
     _, problems = load_problems(cfg.data, tokenizer)
     settings = cfg.eval.settings(cfg.rollout, final=True, **(overrides or {}))
+    if engine == "vllm":
+        from rlvr.vllm_engine import require_vllm
+
+        require_vllm()
+    model_path = None
+    if server is not None:
+        from .server import ServerEngine
+
+        model, model_path = ServerEngine(server, server_model), server
     return evaluate(
         problems,
         settings,
         RewardRunner(build_reward(cfg.reward, cfg.data)),
         model=model,
+        model_path=model_path,
+        engine=engine,
         samples=samples,
         base=base,
         base_samples=base_samples,

@@ -38,6 +38,8 @@ class RolloutBatch:
     ref_logprobs: torch.Tensor | None = None  # [B, R]
     advantages: torch.Tensor | None = None  # [B, R]
     returns: torch.Tensor | None = None  # [B, R]
+    # the rollout engine's own log-probs of the sampled tokens (vllm), 0 past the response; None for hf
+    rollout_logprobs: torch.Tensor | None = None  # [B, R]
     # loss normalisers over the whole optimizer-step minibatch, all processes
     global_tokens: float | None = None
     global_seqs: float | None = None
@@ -93,7 +95,9 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         return batches[0]
     P = max(b.prompt_len for b in batches)
     R = max(b.response_mask.shape[1] for b in batches)
-    ids, att, rmask, groups, offset = [], [], [], [], 0
+    ids, att, rmask, rlp, groups, offset = [], [], [], [], [], 0
+    if len({b.rollout_logprobs is None for b in batches}) > 1:
+        raise ValueError("concat_batches: rollout_logprobs present in some batches only (two engines?)")
     for b in batches:
         if b.old_logprobs is not None or b.advantages is not None:
             raise ValueError("concat_batches: join batches before computing log-probs or advantages")
@@ -104,6 +108,8 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         ids.append(torch.cat([pad(pi, (lp, 0), value=pad_id), pad(ri, (0, rp), value=pad_id)], 1))
         att.append(torch.cat([pad(pa, (lp, 0)), pad(ra, (0, rp))], 1))
         rmask.append(pad(b.response_mask, (0, rp)))
+        if b.rollout_logprobs is not None:
+            rlp.append(pad(b.rollout_logprobs, (0, rp)))
         groups.append(b.group + offset)
         offset += int(b.group.max()) + 1 if len(b) else 0
     cat = lambda name: None if getattr(batches[0], name) is None else torch.cat([getattr(b, name) for b in batches])
@@ -125,6 +131,7 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         problems=[p for b in batches for p in b.problems],
         completions=[c for b in batches for c in b.completions],
         truncated=torch.cat([b.truncated for b in batches]),
+        rollout_logprobs=torch.cat(rlp) if rlp else None,
         rewards=cat("rewards"),
         scores=cat("scores"),
         extras=extras,

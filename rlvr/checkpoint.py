@@ -295,14 +295,16 @@ def complete_checkpoints(root: Path, report: bool = False) -> list[Checkpoint]:
 
 def check_finite(models: list[torch.nn.Module], step: int, target: Path) -> None:
     """Refuse to save non-finite weights: one line naming the first such parameter (or buffer) and the step."""
-    for i, model in enumerate(models):
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
-                which = name if i == 0 else f"trained model {i}: {name}"
-                raise RunError(
-                    f"step {step}: parameter {which} is not finite (nan or inf); not writing {target} "
-                    "(earlier checkpoints are intact)"
-                )
+    from rlvr.fsdp import first_nonfinite  # FSDP2's and ZeRO-3's shards: each process's, agreed over processes
+
+    bad = first_nonfinite(models)
+    if bad is not None:
+        i, name = bad
+        which = name if i == 0 else f"trained model {i}: {name}"
+        raise RunError(
+            f"step {step}: parameter {which} is not finite (nan or inf); not writing {target} "
+            "(earlier checkpoints are intact)"
+        )
 
 
 def _remove_dir(path: Path) -> None:
@@ -322,9 +324,18 @@ def publish(tmp: Path, final: Path) -> None:
         fsync_path(final.parent)
 
 
-def save_checkpoint(acc: Any, out: Path, step: int, state: dict[str, Any], models: list[torch.nn.Module], keep: int):
-    """accelerate's save_state into checkpoints/.tmp-step-N on every process, then (main process) the
-    trainer state with its file list, fsync, rename to step-N, prune to the `keep` newest."""
+def save_checkpoint(
+    acc: Any,
+    out: Path,
+    step: int,
+    state: dict[str, Any],
+    models: list[torch.nn.Module],
+    keep: int,
+    save_kwargs: dict[str, Any] | None = None,
+):
+    """accelerate's save_state (with `save_kwargs`: DeepSpeed's save_checkpoint options) into
+    checkpoints/.tmp-step-N on every process, then (main process) the trainer state with its file list,
+    fsync, rename to step-N, prune to the `keep` newest."""
     root = Path(out) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f"{TMP}step-{step}"
     check_finite(models, step, final)
@@ -334,7 +345,7 @@ def save_checkpoint(acc: Any, out: Path, step: int, state: dict[str, Any], model
             shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
     with write_errors(final, " (the checkpoint was not written; older ones are intact)", cleanup=tmp):
-        acc.save_state(str(tmp))
+        acc.save_state(str(tmp), **(save_kwargs or {}))
     acc.wait_for_everyone()  # every process's files (its random states) are in
     if acc.is_main_process:
         state = {**state, "step": step, "files": _manifest(tmp)}
@@ -358,9 +369,11 @@ def save_final(acc: Any, model: torch.nn.Module, tokenizer: Any, out: Path, step
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
     with write_errors(final, " (final weights not written)", cleanup=tmp):
-        unwrapped.save_pretrained(
-            tmp, is_main_process=acc.is_main_process, save_function=acc.save, state_dict=acc.get_state_dict(model)
-        )
+        from rlvr.fsdp import without_tied_copies  # a gathered (FSDP, ZeRO-3) state dict holds tied weights apart
+
+        state = acc.get_state_dict(model)  # ZeRO-3: gathered on every process, returned on the main one only
+        state = None if state is None else without_tied_copies(unwrapped, state)
+        unwrapped.save_pretrained(tmp, is_main_process=acc.is_main_process, save_function=acc.save, state_dict=state)
         if acc.is_main_process:
             tokenizer.save_pretrained(tmp)
     acc.wait_for_everyone()

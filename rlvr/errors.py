@@ -8,6 +8,7 @@ error with `format_validation_error`) without a late import.
 from __future__ import annotations
 
 import difflib
+from typing import get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +33,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
+        ann = next((a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)  # X | None
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann

@@ -20,7 +20,11 @@ processes, and each micro-batch loss is scaled by the world size to undo DDP's
 gradient averaging, so 2 processes make the same update as 1 over the same
 global batch. Gradient sync is placed by hand on the last micro-batch of a
 minibatch (no_sync before it; accelerate passes the boundary on to DeepSpeed),
-so the number of micro-batches may vary from step to step.
+so the number of micro-batches may vary from step to step. DeepSpeed, FSDP2 and LoRA enter through
+one-line hooks into rlvr/zero.py, rlvr/fsdp.py, rlvr/sharding.py and rlvr/lora.py.
+
+What keeps a run honest when things go wrong (non-finite steps and weights, SIGTERM, a dead
+launcher) is in rlvr/guards.py, mixed in as `RunGuards`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,6 @@ import contextlib
 import json
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,12 +41,13 @@ import numpy as np
 import torch
 
 from rlvr import checkpoint as ckpt
+from rlvr import fsdp, lora, mismatch, sharding, zero
 from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
 from rlvr.data import load_problems
-from rlvr.errors import RunError
+from rlvr.guards import STOP_SIGNALS, RunGuards, Schedule, die_with_launcher, grad_norm  # noqa: F401
 from rlvr.losses import all_reduce_sum
 from rlvr.models import (
     configure_cpu_threads,
@@ -62,58 +64,27 @@ if TYPE_CHECKING:
     from rlvr.eval.settings import EvalSettings
 
 COUNTED = ("reward/errors", "reward/timeouts")  # verifier metrics that are counts, not means
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # checkpoint at the end of the step, then exit 128 + signum
-
-
-class Schedule(torch.optim.lr_scheduler.LambdaLR):
-    """The warm-up schedule of one trained model, which also counts the optimizer steps skipped for a
-    non-finite loss or gradient (all, and in a row): a skipped step does not advance the schedule
-    (warm-up counts optimizer steps taken), and the counts ride in its state_dict, so a resumed run
-    logs the same train/skipped_steps (a checkpoint without them starts them at 0)."""
-
-    def __init__(self, optimizer: Any, lr_lambda: Any) -> None:
-        self.skipped = 0
-        self.skipped_in_a_row = 0
-        super().__init__(optimizer, lr_lambda)
-
-
-def grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    """The global L2 norm of `model`'s gradients (what clipping computes), when nothing clips them."""
-    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
-def die_with_launcher() -> None:
-    """A worker started by a launcher (accelerate, torchrun: LOCAL_RANK set) gets SIGTERM when the
-    launcher dies, so a killed launcher leaves no workers training on (each worker sits in its own
-    session, out of reach of the launcher's terminal). Linux only (prctl PR_SET_PDEATHSIG); a launcher
-    that died before the call is caught by the parent having changed since the process started."""
-    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    parent = LAUNCHER_PID
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died between rlvr's import and prctl (a launcher may be PID 1: no ==1 test)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-LAUNCHER_PID = os.getppid()  # the parent when rlvr was imported, before prctl: the race check's reference
 
 
 def make_accelerator(cfg: RunConfig, world: int):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
+    sharding.check_launch(world)  # WORLD_SIZE > 1 without a launcher: one line, not accelerate's traceback
     # several CPU processes (and DeepSpeed on CPU) need gloo; one process needs no group
     cpu_group = world > 1 and not torch.cuda.is_available()
     handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu_group else []
-    return Accelerator(log_with=cfg.tracking.report_to or None, project_dir=cfg.output_dir, kwargs_handlers=handlers)
+    extra = fsdp.accelerator_kwargs()  # FSDP on a CPU-only machine: the plugin accelerate would drop (rlvr/fsdp.py)
+    acc = Accelerator(
+        log_with=cfg.tracking.report_to or None, project_dir=cfg.output_dir, kwargs_handlers=handlers, **extra
+    )
+    fsdp.enable_on_cpu(acc, extra.get("fsdp_plugin"))
+    sharding.check_engine(acc)  # the engine asked for, and processes that sync: else one line (rlvr/sharding.py)
+    fsdp.check_version(acc)
+    t = cfg.train  # DeepSpeed's batch and clipping settings from rlvr's (no-op without DeepSpeed)
+    share = t.prompts_per_step // acc.num_processes * cfg.rollout.n
+    zero.configure(acc, share, minibatches=t.minibatches, micro_batch_size=t.micro_batch_size, grad_clip=t.grad_clip)
+    return acc
 
 
 def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
@@ -127,7 +98,7 @@ def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool
     return out
 
 
-class Trainer:
+class Trainer(RunGuards):
     def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
         die_with_launcher()  # first: a worker orphaned from here on ends instead of training on
         self.cfg = cfg
@@ -143,6 +114,7 @@ class Trainer:
             self._check_batch_shape(int(os.environ.get("WORLD_SIZE", "1")))
         self.accelerator = acc = make_accelerator(cfg, int(os.environ.get("WORLD_SIZE", "1")))
         self.rank, self.world = acc.process_index, acc.num_processes
+        self.replicas = sharding.ReplicaCheck(acc)
         configure_cpu_threads(cfg.train.cpu_threads)
         torch.manual_seed(cfg.train.seed)
 
@@ -160,11 +132,14 @@ class Trainer:
         check_prompt_lengths(every, self.tokenizer, cfg.rollout.max_new_tokens, model_max_length(model))
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if cfg.model.lora:  # peft adapters: only they train; the reference is the policy with them off
+            model = lora.wrap(model, cfg.model.lora, acc, dropout=cfg.model.dropout)
         # the trained models with their optimizers and schedulers: the policy's first, then the algorithm's
         self.trained: list[torch.nn.Module] = []
         self.optimizers: list[Any] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         self.policy = self.prepare_model(model, lr=cfg.train.lr)
+        fsdp.announce(acc, self.policy)  # FSDP: how much of the policy one process holds
         self.optimizer = self.optimizers[0]
         self.engine = build_engine(
             cfg.rollout.engine,
@@ -193,7 +168,11 @@ class Trainer:
             for step in bar:
                 self.step = step + 1  # the step being taken, for messages
                 t0 = time.time()
-                batch, metrics = self.collect(step)
+                with (
+                    zero.generation(self.policy, self.accelerator),  # ZeRO-3: parameters gathered once
+                    sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
+                ):
+                    batch, metrics = self.collect(step)
                 metrics.update(self.batch_metrics(batch))
                 metrics.update(self.train_on(batch))
                 self.check_uniform(metrics)
@@ -216,53 +195,6 @@ class Trainer:
             )
         self.accelerator.end_training()
         return {"evals": self.eval_results}
-
-    @contextlib.contextmanager
-    def stop_signals(self):
-        """SIGTERM (what SLURM and launchers send) and SIGINT only note the signal while steps run:
-        the step finishes and `stop_if_signalled` checkpoints and exits. A second SIGINT exits at once
-        (KeyboardInterrupt). Outside the loop, and off the main thread, signals act as usual."""
-        self.signalled = 0
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def note(signum, frame):
-            if self.signalled and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.signalled = self.signalled or signum
-
-        before = {s: signal.signal(s, note) for s in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, h in before.items():
-                signal.signal(s, h)
-
-    def stop_if_signalled(self, step: int) -> None:
-        """At the end of a step: if any process got SIGTERM/SIGINT, all of them (they agree by an
-        all-reduce) save a checkpoint of this step (even with checkpoint.every=0), say how to resume,
-        and exit with 128 + the signal's number: not 0, so a scheduler or a dependent job does not take
-        the run for finished (SLURM requeue does not depend on it; a job script can requeue on 143)."""
-        signum = self.signalled
-        if self.world > 1:
-            t = torch.tensor([float(signum)])
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            signum = int(t.item())
-        if not signum:
-            return
-        c = self.cfg.checkpoint
-        if not (c.every and step % c.every == 0 and step != self.cfg.train.steps):  # maybe_checkpoint's
-            self.save_checkpoint(step)
-        if self.accelerator.is_main_process:
-            print(
-                f"rlvr: stopped by {signal.Signals(signum).name} at step {step}; checkpoint at "
-                f"{self.out / 'checkpoints' / f'step-{step}'}; rerun the same command to resume",
-                file=sys.stderr,
-                flush=True,
-            )
-        self.accelerator.end_training()
-        raise SystemExit(128 + signum)
 
     # ------------------------------------------------------------ steps
 
@@ -346,6 +278,7 @@ class Trainer:
         """Everything after collection: log-probs, the algorithm's advantages, the update."""
         self.logprob_pass(batch)
         self.algorithm.compute_advantages(batch)
+        mismatch.apply_is_correction(batch, self.cfg.rollout)  # rollout.is_correction: token_tis scales advantages
         self.algorithm.prepare(batch)
         return self.update(batch)
 
@@ -353,6 +286,7 @@ class Trainer:
         """Log-probs of the sampling policy, then the algorithm's own no-grad passes
         (`after_logprobs`)."""
         batch.old_logprobs = self.logprobs(self.policy, batch)
+        batch.metrics.update(mismatch.rollout_mismatch(batch))  # the engine's log-probs vs these (vllm)
         self.algorithm.after_logprobs(batch, self)
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
@@ -376,12 +310,14 @@ class Trainer:
                 for i, micro in enumerate(micros):
                     with self.sync_if(i == len(micros) - 1):
                         loss, metrics = self.micro_loss(micro)
-                        acc.backward(loss * self.world)
+                        zero.backward(acc, self.trained, loss * self.world)  # several DeepSpeed engines too
                     step_loss += float(loss.detach())
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
-                if cfg.train.grad_clip:  # each trained model on its own; the policy's norm is logged
+                if zero.enabled(acc):  # DeepSpeed clipped and stepped (or skipped: norm inf) in the backward
+                    norms = zero.grad_norms(self.trained)
+                elif cfg.train.grad_clip:  # each trained model on its own; the policy's norm is logged
                     norms = [acc.clip_grad_norm_(m.parameters(), cfg.train.grad_clip) for m in self.trained]
                 else:
                     norms = [grad_norm(m) for m in self.trained]
@@ -396,6 +332,7 @@ class Trainer:
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                 self.check_weights()
+                self.replicas(self.trained, self.step)  # once: the processes' weights agree (rlvr/sharding.py)
         out = self.mean_over_processes({k: v / count for k, v in sums.items()})
         out["train/skipped_steps"] = float(self.schedulers[0].skipped)  # cumulative over the run
         out["loss"] = sum(losses) / len(losses)
@@ -403,57 +340,6 @@ class Trainer:
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
-
-    def skip_nonfinite(self, loss: float, norms: list[Any]) -> bool:
-        """Whether this optimizer step is skipped: its loss or any model's gradient norm is non-finite
-        on some process (one NaN sample would otherwise poison every weight). Every process agrees by
-        an all-reduce; a skipped step drops the gradients, leaves weights, optimizer state and schedule
-        as they were, and is counted; train.max_skipped_steps in a row stop the run with the reason."""
-        local = [float(not math.isfinite(loss)), float(not all(math.isfinite(float(n)) for n in norms))]
-        bad_loss, bad_grad = (float(x) > 0 for x in all_reduce_sum(torch.tensor(local, dtype=torch.float64)))
-        for s in self.schedulers:
-            s.skipped_in_a_row = s.skipped_in_a_row + 1 if bad_loss or bad_grad else 0
-        if not (bad_loss or bad_grad):
-            return False
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        for s in self.schedulers:
-            s.skipped += 1
-        what, limit = "loss" if bad_loss else "gradient", self.cfg.train.max_skipped_steps
-        row = self.schedulers[0].skipped_in_a_row
-        if row >= limit:
-            raise RunError(
-                f"step {self.step}: {row} optimizer steps in a row had a non-finite {what} and were skipped "
-                f"(train.max_skipped_steps={limit}); the run stops here (check the reward and train.lr)"
-            )
-        if self.accelerator.is_main_process:
-            ckpt.warn(f"step {self.step}: non-finite {what}; optimizer step skipped ({row} in a row)")
-        return True
-
-    def check_uniform(self, metrics: dict[str, float]) -> None:
-        """Stop when the policy's entropy (measured in this step's update) is ln |V|: uniform over the
-        whole vocabulary, its gradient zero, a model a too-large step destroyed with finite weights
-        (train.lr=1e6); a run that went on would end "successfully" with it. No model starts there."""
-        vocab = self.accelerator.unwrap_model(self.policy).get_output_embeddings().weight.shape[0]
-        entropy = metrics.get("entropy", 0.0)
-        if math.isfinite(entropy) and entropy >= math.log(vocab) * (1 - 1e-4):
-            raise RunError(
-                f"step {self.step}: the policy's entropy is {entropy:.6g} = ln {vocab}, uniform over its vocabulary: "
-                f"an update destroyed the model (train.lr={self.cfg.train.lr:g} too large?); the run stops here"
-            )
-
-    def check_weights(self) -> None:
-        """Stop the run at the first optimizer step that leaves a non-finite weight (a finite loss and
-        gradient can still overflow, e.g. train.lr=1e6), naming the parameter; never train on it."""
-        for model in self.trained:
-            params = [p for p in model.parameters() if p.is_floating_point()]
-            if bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()):
-                continue
-            name = next(n for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all()))
-            raise RunError(
-                f"step {self.step}: parameter {name} is non-finite after the optimizer step "
-                f"(train.lr={self.cfg.train.lr:g}); the run stops here, nothing of it is saved"
-            )
 
     def micro_loss(self, micro: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
@@ -477,18 +363,33 @@ class Trainer:
         device, not checkpointed (it cannot change)."""
         acc, t = self.accelerator, self.cfg.train
         if lr is None:
-            return model.requires_grad_(False).eval().to(acc.device)
+            if fsdp.is_fsdp(acc):  # sharded like the policy, outside the checkpoints (rlvr/fsdp.py)
+                return fsdp.shard_frozen(acc, model)
+            engine = zero.frozen(model, acc)  # ZeRO-3: partitioned like the policy; else a replica
+            return model.requires_grad_(False).eval().to(acc.device) if engine is None else engine
+        zero.check_trained(acc, len(self.trained), self.cfg.algorithm.name)
         if self.cfg.model.dropout == "off":
             disable_dropout(model)
         model, opt = acc.prepare(
-            model, torch.optim.AdamW(model.parameters(), lr=lr, betas=t.betas, weight_decay=t.weight_decay)
+            model,
+            torch.optim.AdamW(  # trainable parameters only: LoRA's adapters, not the frozen base
+                [p for p in model.parameters() if p.requires_grad], lr=lr, betas=t.betas, weight_decay=t.weight_decay
+            ),
         )
         # stepped by hand on sync steps: a prepared scheduler steps once per process
         warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         self.trained.append(model)
         self.optimizers.append(opt)
-        self.schedulers.append(Schedule(getattr(opt, "optimizer", opt), warm))
+        self.schedulers.append(Schedule(zero.torch_optimizer(opt), warm))
         return model
+
+    def reference_model(self) -> torch.nn.Module:
+        """The frozen reference policy of a KL term: the base model loaded again and frozen, or with
+        model.lora the policy itself with its adapters disabled (rlvr/lora.py: no second copy)."""
+        if self.cfg.model.lora:
+            return lora.adapters_off(self.accelerator.unwrap_model(self.policy))
+        model, _ = load_model_and_tokenizer(self.model_path, self.cfg.model.dtype)
+        return self.prepare_model(model)
 
     def sampling(self) -> Sampling:
         """The training sampling settings (the rollout: section)."""
@@ -656,21 +557,25 @@ class Trainer:
 
         e = self.cfg.eval
         settings = self.eval_settings().model_copy(update={"perplexity": False})
-        r = evaluate(
-            self.eval_problems,
-            settings,
-            self.rewards,
-            model=self.engine,
-            base=self.model_path,
-            model_is_base=tag == "base",
-            sample_base=False,
-            label=tag,
-            desc=f"eval {tag}",
-            rank=self.rank,
-            world=self.world,
-            progress=False,
-            maj=False,
-        )
+        with (
+            zero.generation(self.policy, self.accelerator),  # ZeRO-3: processes generate unequal counts
+            sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
+        ):
+            r = evaluate(
+                self.eval_problems,
+                settings,
+                self.rewards,
+                model=self.engine,
+                base=self.model_path,
+                model_is_base=tag == "base",
+                sample_base=False,
+                label=tag,
+                desc=f"eval {tag}",
+                rank=self.rank,
+                world=self.world,
+                progress=False,
+                maj=False,
+            )
         m = r["model_metrics"]
         n, c = np.array(m["counts"]["n"]), np.array(m["counts"]["c"])
         result: dict[str, Any] = {"step": step, "tag": tag, "problems": m["problems"], "n": settings.n}
@@ -709,21 +614,25 @@ class Trainer:
         from rlvr.eval import evaluate
 
         self.accelerator.wait_for_everyone()
-        evaluate(
-            self.eval_problems,
-            self.eval_settings(final=True),
-            self.rewards,
-            model=self.engine,
-            base=self.model_path,
-            out_dir=self.out / "eval",
-            label="final",
-            model_path=str(self.out / "final"),
-            rank=self.rank,
-            world=self.world,
-            device=str(self.accelerator.device),
-            dtype=self.cfg.model.dtype,
-            progress=self.cfg.tracking.progress,
-        )
+        with (
+            zero.generation(self.policy, self.accelerator),  # ZeRO-3: processes generate unequal counts
+            sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
+        ):
+            evaluate(
+                self.eval_problems,
+                self.eval_settings(final=True),
+                self.rewards,
+                model=self.engine,
+                base=self.model_path,
+                out_dir=self.out / "eval",
+                label="final",
+                model_path=str(self.out / "final"),
+                rank=self.rank,
+                world=self.world,
+                device=str(self.accelerator.device),
+                dtype=self.cfg.model.dtype,
+                progress=self.cfg.tracking.progress,
+            )
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------ checkpoints
@@ -743,7 +652,8 @@ class Trainer:
         written aside and renamed into checkpoints/step-N, never with non-finite weights (rlvr/checkpoint.py)."""
         state = {"schedulers": [s.state_dict() for s in self.schedulers], "algorithm": self.algorithm.state_dict()}
         models = [self.accelerator.unwrap_model(m) for m in self.trained]
-        ckpt.save_checkpoint(self.accelerator, self.out, step, state, models, self.cfg.checkpoint.keep)
+        extra = lora.save_state_kwargs(self.accelerator, self.cfg.model.lora)  # ZeRO-2 + LoRA: adapters only
+        ckpt.save_checkpoint(self.accelerator, self.out, step, state, models, self.cfg.checkpoint.keep, extra)
 
     def maybe_resume(self) -> None:
         """Load the newest checkpoint that is complete and loads (a broken one is skipped with a warning
@@ -754,7 +664,8 @@ class Trainer:
         tried = []
         for c in reversed(ckpt.complete_checkpoints(self.out / "checkpoints", report=main)):
             try:
-                self.accelerator.load_state(str(c.path))
+                extra = lora.load_state_kwargs(self.accelerator, self.cfg.model.lora)  # ZeRO-2 + LoRA: adapters
+                self.accelerator.load_state(str(c.path), **extra)
             except Exception as e:  # a file torn inside though its size is right: the next older one
                 tried.append(c.path)
                 if main:
@@ -775,7 +686,8 @@ class Trainer:
 
     def save_final(self) -> None:
         """The policy and tokenizer into final/, written aside and renamed; never non-finite weights."""
-        ckpt.save_final(self.accelerator, self.policy, self.tokenizer, self.out, self.cfg.train.steps)
+        save = lora.save_final if self.cfg.model.lora else ckpt.save_final  # LoRA: merged model + final/adapter
+        save(self.accelerator, self.policy, self.tokenizer, self.out, self.cfg.train.steps)
 
     def release_run_dir(self) -> None:
         """Give up the output_dir lock before the process ends (it is dropped at exit anyway)."""

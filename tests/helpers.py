@@ -7,8 +7,11 @@ from pathlib import Path
 CHARS = list("0123456789+-=*/ ?:.,abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def make_random_model(out: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A character-level tokenizer and a random Qwen2 causal LM saved at `out`."""
+def make_random_model(
+    out: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0, heads: int = 4, kv_heads: int = 2
+) -> Path:
+    """A character-level tokenizer and a random Qwen2 causal LM saved at `out` (head_dim = hidden / heads;
+    vLLM's CPU attention needs head_dim >= 32: hidden=64, heads=2)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -27,8 +30,8 @@ def make_random_model(out: str | Path, *, hidden: int = 32, layers: int = 2, see
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=256,
         tie_word_embeddings=False,
         pad_token_id=vocab["<|pad|>"],

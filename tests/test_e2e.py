@@ -32,7 +32,8 @@ def test_every_recipe_loads_and_validates(path):
     else:
         cfg = load_config(path)
         algo = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
-        assert cfg.algorithm.name == Path(path).stem
+        assert cfg.algorithm.name == Path(path).stem.removesuffix("_lora")  # grpo_lora.yaml: GRPO with LoRA
+        assert ("_lora" in path) == (cfg.model.lora is not None)
         if "/paper/" in path:  # Yue et al.'s setting
             assert cfg.model.path == "Qwen/Qwen2.5-7B" and algo.config.kl_coef == 0.0
             assert (cfg.train.prompts_per_step, cfg.rollout.n, cfg.rollout.temperature, cfg.rollout.max_new_tokens) == (

@@ -135,16 +135,16 @@ def test_kill9_under_two_processes_resumes_exactly(tmp_path, random_model):
     algorithm = ALGORITHMS["ppo-adaptive-kl"]
     run_env = {**env(), "ACCELERATE_USE_CPU": "1"}
     ref = config(tmp_path / "ref.yaml", random_model, algorithm, output_dir=str(tmp_path / "ref"))
-    subprocess.run(launch2(ref, 29537), cwd=ROOT, env=run_env, check=True, capture_output=True)
+    subprocess.run(launch2(ref, 29551), cwd=ROOT, env=run_env, check=True, capture_output=True)
     cfg = config(
         tmp_path / "c.yaml", random_model, algorithm, output_dir=str(tmp_path / "run"), checkpoint={"every": 1}
     )
     k = random.Random("kill-2proc").randint(2, STEPS - 1)  # >= 2 rows: checkpoint step-1 is complete
-    kill_at_row(launch2(cfg, 29539), run_env, tmp_path / "run", k)
+    kill_at_row(launch2(cfg, 29553), run_env, tmp_path / "run", k)
     deadline = time.monotonic() + 120  # the workers die with the launcher (PR_SET_PDEATHSIG)
     while marked(str(cfg)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    r = subprocess.run(launch2(cfg, 29541), cwd=ROOT, env=run_env, check=True, capture_output=True, text=True)
+    r = subprocess.run(launch2(cfg, 29555), cwd=ROOT, env=run_env, check=True, capture_output=True, text=True)
     assert "rlvr: resuming from " in r.stdout  # not a fresh start, which would end the same
     assert_same_run(tmp_path / "ref", tmp_path / "run")
 
