@@ -95,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rlvr.sweep import run_sweep
 
-    run_sweep(args.sweep, launcher=args.launcher, only=args.only)
+    run_sweep(args.sweep, launcher=args.launcher, only=args.only, overrides=args.overrides)
     if args.launcher == "inprocess":
         from rlvr.eval.report import write_sweep_report
         from rlvr.sweep import load_sweep
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_eval)
     s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
     s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides for every cell, e.g. train.steps=2")
     s.add_argument(
         "--launcher",
         choices=["inprocess", "print", "accelerate"],

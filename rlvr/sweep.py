@@ -72,7 +72,10 @@ class SweepConfig(BaseModel):
     accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
 
 
-def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[SweepConfig, Path]:
+    """The sweep file, validated with every cell resolved; `overrides` (the command line's dotted
+    `key=value`s) apply to every cell after the file's own `overrides`. An axis key or output_dir is
+    refused there: the grid and its directory are the sweep file's."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"sweep file not found: {p}")
@@ -100,7 +103,15 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
         if not path.is_file():
             raise ConfigError(f"{p}: recipes.{name}: recipe not found: {path}")
         recipes[name] = str(path)
-    sweep = sweep.model_copy(update={"recipes": recipes})
+    for o in overrides:
+        key = o.partition("=")[0].strip()
+        if "=" not in o or not key:
+            raise ConfigError(f"sweep override {o!r}: expected dotted.key=value (e.g. train.steps=2)")
+        axis = "seed" if key == "train.seed" and "seed" in sweep.axes else key if key in sweep.axes else None
+        if axis or key == "output_dir":
+            where = f"axes.{axis}" if axis else "output_dir"
+            raise ConfigError(f"sweep override {o!r}: {key} is the sweep's own ({where} in {p}); change it there")
+    sweep = sweep.model_copy(update={"recipes": recipes, "overrides": [*sweep.overrides, *overrides]})
     for settings in cells(sweep):  # fail before the first cell, not at the fifth
         try:
             raw, source = cell_recipe(sweep, base, settings)
@@ -189,8 +200,10 @@ def cell_state(out: Path) -> str:
     return "new"
 
 
-def run_sweep(path: str | Path, *, launcher: str = "inprocess", only: int | None = None) -> list[Path]:
-    sweep, base = load_sweep(path)
+def run_sweep(
+    path: str | Path, *, launcher: str = "inprocess", only: int | None = None, overrides: list[str] | None = None
+) -> list[Path]:
+    sweep, base = load_sweep(path, overrides or [])
     root = Path(sweep.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     grid = cells(sweep)

@@ -347,6 +347,55 @@ def test_print_launcher_prints_commands_and_runs_nothing(tmp_path, monkeypatch, 
     assert recipe.is_file()
 
 
+def test_command_line_overrides_reach_every_cell(tmp_path, monkeypatch, capsys, random_model):
+    """`rlvr sweep FILE key=value ...`: applied to every cell after the file's own overrides (which set
+    train.steps=1 here), so the command line wins; printed in each cell's train command."""
+    write_recipe(tmp_path / "base.yaml", random_model)
+    out = tmp_path / "out"
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", out)
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
+    assert cli(["sweep", sweep_file, "train.steps=3", "train.lr=0.002", "--launcher", "print"]) == 0
+    train = [line for line in capsys.readouterr().out.splitlines() if line.startswith("accelerate launch")]
+    assert len(train) == len(CELLS)
+    for t in train:
+        assert t.index("train.steps=1") < t.index("train.steps=3") and "train.lr=0.002" in t
+    from rlvr.config import load_config
+
+    cell = out / CELLS[0]
+    assert not (cell / "cell.json").exists()  # print runs nothing
+    from rlvr.sweep import cell_overrides, cells, load_sweep
+
+    sweep, _ = load_sweep(sweep_file, ["train.steps=3"])
+    cfg = load_config(str(cell / "recipe.yaml"), cell_overrides(sweep, cells(sweep)[0], cell))
+    assert cfg.train.steps == 3
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("seed=4", "axes.seed"),
+        ("train.seed=4", "axes.seed"),
+        ("output_dir=/tmp/x", "output_dir"),
+        ("train.steps", "expected dotted.key=value"),
+    ],
+)
+def test_command_line_overrides_of_the_grid_are_refused(tmp_path, capsys, random_model, override, says):
+    write_recipe(tmp_path / "base.yaml", random_model)
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out")
+    assert cli(["sweep", sweep_file, override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rlvr: config error: sweep override") and says in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_command_line_override_names_its_key(tmp_path, capsys, random_model):
+    write_recipe(tmp_path / "base.yaml", random_model)
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out")
+    assert cli(["sweep", sweep_file, "train.stepz=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.stepz" in err[0], err
+
+
 def test_unknown_key_in_sweep_file(tmp_path, capsys, random_model):
     write_recipe(tmp_path / "base.yaml", random_model)
     s = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axis={"seed": [0]})
