@@ -140,12 +140,8 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if argv[:1] == ["launch"]:  # accelerate's options pass through untouched: not an argparse subcommand
-        from rlvr.launch import main as launch
-
-        return launch(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
+    """rlvr's argument parser: one subcommand per command (`launch` is handled before it)."""
     p = argparse.ArgumentParser(
         prog="rlvr", description="RL from verifiable rewards, with pass@k against the base model"
     )
@@ -213,6 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         help="accelerate launch [options] -m rlvr CMD ..., ending a failed run with the worker's one line and exit code",
         description="rlvr launch [accelerate launch options] train|eval|sweep ... (see rlvr/launch.py)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["launch"]:  # accelerate's options pass through untouched: not an argparse subcommand
+        from rlvr.launch import main as launch
+
+        return launch(argv[1:])
+    p = build_parser()
     args = p.parse_args(argv)
     if getattr(args, "help_config", False):
         print("\n".join(describe()))

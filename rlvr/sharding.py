@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rlvr import fsdp
+from rlvr import fsdp, zero
 from rlvr.errors import RunError
 
 REQUESTED = {"DEEPSPEED": "ACCELERATE_USE_DEEPSPEED", "FSDP": "ACCELERATE_USE_FSDP"}  # what accelerate launch sets
@@ -129,9 +129,11 @@ class ReplicaCheck:
 @contextlib.contextmanager
 def full_params(acc: Any, model: torch.nn.Module) -> Iterator[None]:
     """Inside: `model`'s parameters whole on this process, gathered once (generation, eval), whatever the
-    engine; every process enters together. FSDP2: rlvr.fsdp.full_params; others hold them whole already."""
+    engine; every process enters together. FSDP2: rlvr.fsdp.full_params; ZeRO-3: rlvr.zero.generation;
+    others hold them whole already."""
     if fsdp.is_fsdp(acc):
         with fsdp.full_params(acc.unwrap_model(model)):
             yield
     else:
-        yield
+        with zero.generation(model, acc):
+            yield

@@ -168,10 +168,7 @@ class Trainer(RunGuards):
             for step in bar:
                 self.step = step + 1  # the step being taken, for messages
                 t0 = time.time()
-                with (
-                    zero.generation(self.policy, self.accelerator),  # ZeRO-3: parameters gathered once
-                    sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
-                ):
+                with sharding.full_params(self.accelerator, self.policy):  # ZeRO-3, FSDP2: gathered once
                     batch, metrics = self.collect(step)
                 metrics.update(self.batch_metrics(batch))
                 metrics.update(self.train_on(batch))
@@ -557,10 +554,7 @@ class Trainer(RunGuards):
 
         e = self.cfg.eval
         settings = self.eval_settings().model_copy(update={"perplexity": False})
-        with (
-            zero.generation(self.policy, self.accelerator),  # ZeRO-3: processes generate unequal counts
-            sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
-        ):
+        with sharding.full_params(self.accelerator, self.policy):  # ZeRO-3, FSDP2: processes generate unequal counts
             r = evaluate(
                 self.eval_problems,
                 settings,
@@ -614,10 +608,7 @@ class Trainer(RunGuards):
         from rlvr.eval import evaluate
 
         self.accelerator.wait_for_everyone()
-        with (
-            zero.generation(self.policy, self.accelerator),  # ZeRO-3: processes generate unequal counts
-            sharding.full_params(self.accelerator, self.policy),  # FSDP2: gathered once too
-        ):
+        with sharding.full_params(self.accelerator, self.policy):  # ZeRO-3, FSDP2: processes generate unequal counts
             evaluate(
                 self.eval_problems,
                 self.eval_settings(final=True),
