@@ -7,6 +7,7 @@ class MyGRPO(GRPO):
     def compute_advantages(self, batch): ...
 """
 
+from . import cispo, clip_cov, gmpo, gspo, kl_cov  # noqa: F401  (register the policy losses)
 from .base import (
     Algorithm,
     AlgorithmConfig,
@@ -16,7 +17,11 @@ from .base import (
     registered_algorithms,
 )
 from .dapo import DAPO, DAPOConfig
+from .gpg import GPG, GPGConfig
 from .grpo import GRPO, GRPOConfig
+from .opo import OPO
+from .passk import PassK, PassKConfig
+from .policy_losses import PolicyLoss, register_policy_loss, registered_policy_losses
 from .ppo import PPO, PPOConfig
 from .reinforce_pp import ReinforcePP, ReinforcePPConfig
 from .remax import ReMax
@@ -29,6 +34,12 @@ __all__ = [
     "DAPOConfig",
     "GRPO",
     "GRPOConfig",
+    "GPG",
+    "GPGConfig",
+    "OPO",
+    "PassK",
+    "PassKConfig",
+    "PolicyLoss",
     "PPO",
     "PPOConfig",
     "RLOO",
@@ -38,5 +49,7 @@ __all__ = [
     "build_algorithm",
     "get_algorithm",
     "register_algorithm",
+    "register_policy_loss",
     "registered_algorithms",
+    "registered_policy_losses",
 ]

@@ -28,10 +28,11 @@ trainer prepares, steps, clips and checkpoints the models an algorithm hands it,
 and never asks which algorithm it runs (prime-rl's orchestrator/algo/base.py has
 the same shape). An algorithm's per-sample data rides in `batch.extras`.
 
-The default `compute_loss` is the PPO-clipped policy-gradient loss with the
-options every algorithm shares (KL as a loss term, entropy bonus), aggregated by
-`agg_loss` with global normalisers, so most algorithms only override
-`compute_advantages`.
+The default `compute_loss` is the policy loss `algorithm.policy_loss` names (default
+`ppo`, the PPO-clipped policy-gradient loss; GSPO, CISPO, ... in policy_losses.py and
+one file each) with the options every algorithm shares (KL as a loss term, entropy
+bonus), aggregated by `agg_loss` with global normalisers, so most algorithms only
+override `compute_advantages`.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rlvr import plugins
 from rlvr.advantages import last_token
 from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError, format_validation_error
-from rlvr.losses import AGG_MODES, agg_loss, all_reduce_sum, clipped_pg_loss, kl_penalty, masked_mean
+from rlvr.losses import AGG_MODES, agg_loss, all_reduce_sum, kl_penalty, masked_mean
+
+from .policy_losses import build_policy_loss
 
 if TYPE_CHECKING:
     from rlvr.trainer import Trainer
@@ -92,6 +96,10 @@ class AlgorithmConfig(BaseModel):
     overlong_factor: float = Field(
         1.0, ge=0.0, description="DAPO overlong reward shaping: the penalty at rollout.max_new_tokens"
     )
+    policy_loss: str | dict[str, Any] = Field(
+        "ppo",
+        description="the policy loss, composable with any advantage: a name (ppo, gspo, cispo, clip_cov, kl_cov, geo_mean, gpg) or {name: ..., options}; see algorithms/policy_losses.py",
+    )
 
 
 class Algorithm:
@@ -99,6 +107,10 @@ class Algorithm:
     the hooks the method needs (module docstring)."""
 
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    # compute_loss's metrics that are this micro-batch's share of the minibatch loss: the trainer sums them
+    # over micro-batches like the loss. Every other metric is a token mean over the micro-batch's response
+    # tokens, which the trainer weights by those tokens (so micro_batch_size does not change it).
+    loss_terms: ClassVar[frozenset[str]] = frozenset({"pg_loss"})
 
     def __init__(self, config: AlgorithmConfig, *, max_new_tokens: int | None = None, group_size: int | None = None):
         self.config = config
@@ -107,6 +119,7 @@ class Algorithm:
         self.kl_coef = config.kl_coef  # moves when the adaptive controller is on; checkpointed (state_dict)
         self.ref: torch.nn.Module | None = None  # the frozen reference model, after setup() when needs_reference
         self.check()
+        self.policy_loss = build_policy_loss(config.policy_loss, config)  # ValueError names the key
 
     def check(self) -> None:
         """Raise ValueError for settings this algorithm cannot run with (named by key).
@@ -185,7 +198,17 @@ class Algorithm:
         raise NotImplementedError
 
     def prepare(self, batch: RolloutBatch) -> None:
-        """Last changes before the update; by default, overlong filtering."""
+        """Last changes before the update; by default, overlong filtering. Logs the overlong penalty
+        (`overlong_buffer`) of the trained batch: reward/overlong_penalty_mean (<= 0) and
+        reward/overlong_penalised_frac, over every process."""
+        c = self.config
+        if c.overlong_buffer:  # recomputed from the lengths (after_scoring shaped the rewards with it)
+            from rlvr.rewards import overlong_penalty
+
+            p = overlong_penalty(batch.response_lengths, self.max_new_tokens, c.overlong_buffer, c.overlong_factor)
+            s = all_reduce_sum(torch.tensor([p.sum(), (p < 0).sum(), len(p)], dtype=torch.float64))
+            batch.metrics["reward/overlong_penalty_mean"] = float(s[0] / s[2])
+            batch.metrics["reward/overlong_penalised_frac"] = float(s[1] / s[2])
         if self.config.overlong_filter:
             batch.response_mask = batch.response_mask * (~batch.truncated).to(batch.response_mask.dtype)[:, None]
 
@@ -218,16 +241,7 @@ class Algorithm:
         c = self.config
         mask = batch.response_mask
         agg = dict(global_tokens=batch.global_tokens, global_seqs=batch.global_seqs, norm_constant=self.norm_constant)
-        pg, metrics = clipped_pg_loss(
-            logprobs,
-            batch.old_logprobs,
-            batch.advantages,
-            mask,
-            clip_low=c.clip_low,
-            clip_high=c.clip_high,
-            clip_c=c.clip_c,
-        )
-        loss = agg_loss(pg, mask, c.loss_agg, **agg)
+        loss, metrics = self.policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, agg)  # default: ppo
         metrics["pg_loss"] = loss.detach()
         if c.kl_coef > 0 and c.kl_in == "loss":
             kl = kl_penalty(logprobs, batch.ref_logprobs, c.kl_estimator)  # [B, R]
@@ -315,12 +329,29 @@ def get_algorithm(name: str) -> type[Algorithm]:
             raise ValueError(f"algorithm.name: {name!r} is not an Algorithm subclass")
         return cls
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        _load_plugin(name)  # an installed plugin's entry point (rlvr/plugins.py), imported only now
+    if name not in _REGISTRY:
+        known = sorted({*_REGISTRY, *plugins.entry_points()})
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"algorithm.name: unknown algorithm {name!r}{hint} (known: {', '.join(registered_algorithms())})"
+            f"algorithm.name: unknown algorithm {name!r}{hint} (known: {', '.join(known)}; "
+            "a plugin's module: rlvr train --import MODULE)"
         )
     return _REGISTRY[name]
+
+
+def _load_plugin(name: str) -> None:
+    """Load the `rlvr.algorithms` entry point `name`, if one is installed: an Algorithm class is
+    registered under `name`; a module registers its algorithms itself when imported."""
+    obj = plugins.load_entry_point(name)
+    if isinstance(obj, type) and issubclass(obj, Algorithm) and name not in _REGISTRY:
+        _REGISTRY[name] = obj
+    elif obj is not None and name not in _REGISTRY:
+        raise ValueError(
+            f"algorithm.name: the entry point {name!r} (group {plugins.ENTRY_POINT_GROUP}) loaded {obj!r}, which "
+            f"is not an Algorithm subclass and registered no algorithm named {name!r}"
+        )
 
 
 def build_algorithm(options: AlgorithmConfig | BaseModel | dict[str, Any], **context: Any) -> Algorithm:

@@ -7,7 +7,10 @@ The GRPO advantage, A_i = (R_i - mean_g) / (std_g + eps), with four changes:
 3. Dynamic sampling: a group whose responses all score the same (std 0) gives
    no gradient, so it is dropped and fresh prompts are sampled until the batch
    holds `train.prompts_per_step` groups, at most `max_gen_batches` rounds; then
-   it trains on what it has (logged as sampling/shortfall) or raises.
+   it trains on what it has (logged as sampling/shortfall) or raises. Logged:
+   sampling/groups_kept_frac, the groups with signal over the groups drawn; groups
+   with signal drawn after the batch is full are surplus, not dropped (verl counts
+   them in num_prompt_in_batch, then cuts the batch to size).
 4. Overlong reward shaping: `algorithm.overlong_buffer` / `overlong_factor`
    (shared options: a reward wrapper any algorithm can use, applied in
    `after_scoring`; the paper: 4096 of 20480, factor 1). Overlong filtering

@@ -67,12 +67,13 @@ class PPOConfig(AlgorithmConfig):
 @register_algorithm("ppo")
 class PPO(Algorithm):
     Config = PPOConfig
+    loss_terms = Algorithm.loss_terms | {"value_loss"}
     critic: torch.nn.Module | None = None
 
     def setup(self, trainer) -> None:
         super().setup(trainer)
         critic = load_value_model(trainer.model_path, trainer.cfg.model.dtype)
-        self.critic = trainer.prepare_model(critic, lr=self.config.critic_lr or trainer.cfg.train.lr)
+        self.critic = trainer.prepare_model(critic, lr=self.config.critic_lr or trainer.cfg.train.lr, name="critic")
 
     def after_logprobs(self, batch: RolloutBatch, trainer) -> None:
         super().after_logprobs(batch, trainer)

@@ -16,8 +16,11 @@ greedy response's task reward alone (its KL is not computed), as the paper does.
 
 from __future__ import annotations
 
+import torch
+
 from rlvr.advantages import returns_to_go
 from rlvr.batch import RolloutBatch
+from rlvr.losses import all_reduce_sum
 
 from .base import Algorithm, AlgorithmConfig, register_algorithm
 
@@ -34,6 +37,8 @@ class ReMax(Algorithm):
         greedy = trainer.rollout(batch.problems[::n], 1, sampling)
         trainer.score(greedy)  # the same verifier and shaping as the samples
         batch.extras["greedy_rewards"] = greedy.rewards.repeat_interleave(n).to(batch.rewards.device)  # [B]
+        s = all_reduce_sum(torch.tensor([greedy.rewards.sum(), len(greedy)], dtype=torch.float64))
+        batch.metrics["reward/greedy_mean"] = float(s[0] / s[1])  # the baseline's mean over prompts, all processes
 
     def compute_advantages(self, batch: RolloutBatch) -> None:
         b = batch.extras.get("greedy_rewards")

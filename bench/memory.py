@@ -130,9 +130,9 @@ def install_hooks(out: Path) -> None:
 
     original = rlvr.trainer.Trainer.prepare_model
 
-    def prepare_model(self, model, lr=None):
+    def prepare_model(self, model, lr=None, **kwargs):
         first = lr is not None and not self.trained
-        prepared = original(self, model, lr=lr)
+        prepared = original(self, model, lr=lr, **kwargs)
         if not first:
             return prepared
         # accelerate's wrapper -> (DeepSpeed's ZeRO optimizer ->) the torch AdamW that steps

@@ -10,16 +10,19 @@ from .metrics import (
     HISTOGRAM_BINS,
     accuracy_histogram,
     bootstrap_pass_at_k,
+    bootstrap_pass_at_k_combination,
     cover_at_tau,
     coverage,
     crossover_k,
+    crossover_k_from_counts,
+    interval_name,
     maj_at_k,
     pass_at_k_diff_ci,
     sampling_efficiency_gap,
     standard_error,
     summarize_samples,
 )
-from .passk import mean_pass_at_k, pass_at_k, pass_at_k_curve
+from .passk import mean_pass_at_k, pass_at_k, pass_at_k_all, pass_at_k_curve
 from .settings import EvalSettings
 
 
@@ -37,12 +40,16 @@ __all__ = [
     "HISTOGRAM_BINS",
     "accuracy_histogram",
     "bootstrap_pass_at_k",
+    "bootstrap_pass_at_k_combination",
     "cover_at_tau",
     "coverage",
     "crossover_k",
+    "crossover_k_from_counts",
+    "interval_name",
     "maj_at_k",
     "mean_pass_at_k",
     "pass_at_k",
+    "pass_at_k_all",
     "pass_at_k_curve",
     "pass_at_k_diff_ci",
     "sampling_efficiency_gap",

@@ -7,8 +7,12 @@ from any framework can be scored without this project's trainer.
 Choices made here, stated once:
 
 - Uncertainty is over problems: `standard_error` and the bootstrap resample the
-  eval set. `two_level=True` also resamples each problem's n outcomes
-  (c* ~ Binomial(n, c/n)). Resampling with replacement biases pass@k low for
+  eval set. The bootstrap is two-level by default (`two_level=True`, what `rlvr eval`
+  and `rlvr report` show): it also resamples each problem's n outcomes
+  (c* ~ Binomial(n, c/n)), so it is the wider, conservative one. bench/bootstrap_coverage.py
+  measures both against a known truth (300 trials, 200 problems x n = 16, k = 1/4/16: one
+  level 94.3/94.3/94.3%, two levels 95.7/94.7/97.3%; 50 problems: 95.7/96.0/95.7% and
+  96.3/97.3/98.0%). Resampling with replacement biases pass@k low for
   k > 1 (duplicated samples; the same bias as a bootstrapped best@N), so the
   within-problem draw enters as *centred noise*: pass@k(n, c*) minus its exact
   expectation 1 - (1 - c/n)^k. A replicate is then the one-level replicate plus
@@ -30,15 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from .passk import _as_int_array, check_int, mean_pass_at_k, pass_at_k
+from .passk import _as_int_array, check_int, mean_pass_at_k, pass_at_k, pass_at_k_all
 
 __all__ = [
     "HISTOGRAM_BINS",
     "accuracy_histogram",
     "bootstrap_pass_at_k",
+    "bootstrap_pass_at_k_combination",
     "cover_at_tau",
     "coverage",
     "crossover_k",
+    "crossover_k_from_counts",
+    "interval_name",
     "maj_at_k",
     "pass_at_k_diff_ci",
     "sampling_efficiency_gap",
@@ -53,6 +60,16 @@ HISTOGRAM_BINS: tuple[str, ...] = (
     "(0.9,1)",
     "1",
 )
+
+# The bootstrap's default: two levels (problems, then each problem's samples).
+DEFAULT_TWO_LEVEL = True
+
+
+def interval_name(two_level: bool = DEFAULT_TWO_LEVEL, level: float = 0.95) -> str:
+    """How an interval was made, in words for a table's header: "95% CI, two-level bootstrap ..."."""
+    how = "two-level bootstrap (problems, then samples within each)" if two_level else "one-level bootstrap (problems)"
+    return f"{100 * level:g}% CI, {how}"
+
 
 # Bootstrap replicates are built in chunks so that resamples x problems x ks stays small.
 _CHUNK_CELLS = 2_000_000
@@ -157,16 +174,16 @@ def bootstrap_pass_at_k(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-    two_level: bool = False,
+    two_level: bool = DEFAULT_TWO_LEVEL,
 ) -> dict[int, tuple[float, float, float]]:
     """{k: (mean pass@k, lo, hi)} with a bootstrap percentile interval over problems.
 
     `mean` is the estimate on the data. The interval resamples problems with
     replacement (`resamples` times, numpy Generator seeded with `seed`, so the same
-    seed gives the same interval). With `two_level=True` each resampled problem's
-    outcomes are resampled too, c* ~ Binomial(n, c/n), entering as centred noise
-    (see the module docstring), which adds the within-problem sampling noise that
-    a one-level bootstrap ignores; it matters when n is small.
+    seed gives the same interval). With `two_level=True` (the default) each resampled
+    problem's outcomes are resampled too, c* ~ Binomial(n, c/n), entering as centred
+    noise (see the module docstring), which adds the within-problem sampling noise
+    that a one-level bootstrap (`two_level=False`) ignores; it matters when n is small.
     """
     n_arr, c_arr = _problems(n, c)
     ks_list = _check_ks(ks, n_arr)
@@ -208,7 +225,7 @@ def pass_at_k_diff_ci(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-    two_level: bool = False,
+    two_level: bool = DEFAULT_TWO_LEVEL,
 ) -> tuple[float, float, float]:
     """(diff, lo, hi) for diff = pass@k_a(A) - pass@k_b(B), paired bootstrap over problems.
 
@@ -218,24 +235,67 @@ def pass_at_k_diff_ci(
     bootstraps). With `two_level=True` each model's outcomes are resampled
     independently within problems as in `bootstrap_pass_at_k`. Clipped to [-1, 1].
     """
-    na, ca = _problems(n_a, c_a)
-    nb, cb = _problems(n_b, c_b)
-    if na.size != nb.size:
-        raise ValueError(f"a paired difference needs the same problems for both: got {na.size} and {nb.size} problems")
-    (ka,) = _check_ks(k_a, na)
-    (kb,) = _check_ks(k_b, nb)
+    for k, name in ((k_a, "k_a"), (k_b, "k_b")):
+        if not isinstance(k, numbers.Integral):
+            raise ValueError(f"{name} must be one int, got {k!r}")
+    (out,) = bootstrap_pass_at_k_combination(
+        [(n_a, c_a, [k_a], 1.0), (n_b, c_b, [k_b], -1.0)],
+        resamples=resamples,
+        seed=seed,
+        level=level,
+        two_level=two_level,
+    )
+    return out
+
+
+def bootstrap_pass_at_k_combination(
+    terms: Sequence[tuple[Any, Any, Sequence[int], float]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    two_level: bool = DEFAULT_TWO_LEVEL,
+) -> list[tuple[float, float, float]]:
+    """[(value, lo, hi)] for value_j = sum_i w_i * mean pass@k_ij(model i), paired over problems.
+
+    `terms` is one (n, c, ks, w) per model, every model scored on the same problems
+    in the same order and every `ks` of the same length L; the result has one
+    (value, lo, hi) per position j < L. Each replicate resamples one set of problem
+    indices and uses it for every model (and, with `two_level`, each model's outcomes
+    within problems independently), so shared problem difficulty cancels. Examples:
+    a difference [(a, [k_a], 1), (b, [k_b], -1)] (`pass_at_k_diff_ci`); a mean over
+    S seeds' models [(m_s, ks, 1/S) ...]; dSE of a seed mean [(base, [K], 1), (m_s, [1], -1/S) ...].
+    The interval is clipped to [sum of negative w, sum of positive w].
+    """
+    if not terms:
+        raise ValueError("need at least one (n, c, ks, weight) term")
     _check_bootstrap_args(resamples, level)
+    models = []
+    for i, (n, c, ks, w) in enumerate(terms):
+        n_arr, c_arr = _problems(n, c)
+        if models and n_arr.size != models[0][0].n.size:
+            raise ValueError(
+                f"a paired bootstrap needs the same problems for every model: got {models[0][0].n.size} "
+                f"and {n_arr.size} problems (term {i})"
+            )
+        ks_list = _check_ks(ks, n_arr)
+        if models and len(ks_list) != len(models[0][0].ks):
+            raise ValueError(f"every term needs as many ks: {len(models[0][0].ks)} and {len(ks_list)} (term {i})")
+        if not isinstance(w, numbers.Real) or not math.isfinite(w):
+            raise ValueError(f"term {i}: weight must be a finite number, got {w!r}")
+        models.append((_Resampler(n_arr, c_arr, ks_list), float(w)))
     rng = np.random.default_rng(seed)
-    res_a, res_b = _Resampler(na, ca, [ka]), _Resampler(nb, cb, [kb])
-    P = na.size
+    P, L = models[0][0].n.size, len(models[0][0].ks)
     reps = []
-    for r in _chunks(resamples, P, 1):
+    for r in _chunks(resamples, P, L):  # the models one after another: the same memory as one
         idx = rng.integers(0, P, size=(r, P))
         noise_rng = rng if two_level else None
-        reps.append(res_a.replicates(idx, noise_rng) - res_b.replicates(idx, noise_rng))
-    lo, hi = _interval(np.concatenate(reps), level, -1.0, 1.0)
-    diff = float(res_a.per_problem.mean() - res_b.per_problem.mean())
-    return diff, float(lo[0]), float(hi[0])
+        reps.append(sum(w * res.replicates(idx, noise_rng) for res, w in models))
+    lo_clip = sum(min(w, 0.0) for _, w in models)
+    hi_clip = sum(max(w, 0.0) for _, w in models)
+    lo, hi = _interval(np.concatenate(reps), level, lo_clip, hi_clip)
+    est = sum(w * res.per_problem.mean(axis=0) for res, w in models)
+    return [(float(est[j]), float(lo[j]), float(hi[j])) for j in range(L)]
 
 
 # ----------------------------------------------------------------------------- expand or sharpen
@@ -251,7 +311,7 @@ def sampling_efficiency_gap(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-    two_level: bool = False,
+    two_level: bool = DEFAULT_TWO_LEVEL,
 ) -> dict[str, float | int]:
     """dSE = pass@K(base) - pass@1(model), with a paired bootstrap interval. Lower is better.
 
@@ -288,6 +348,22 @@ def _point(value: float | Sequence[float]) -> float:
     if isinstance(value, numbers.Real):
         return float(value)
     return float(value[0])
+
+
+def crossover_k_from_counts(
+    base_n: int | Sequence[int] | np.ndarray,
+    base_c: Sequence[int] | np.ndarray,
+    model_n: int | Sequence[int] | np.ndarray,
+    model_c: Sequence[int] | np.ndarray,
+) -> int | None:
+    """k* from per-problem counts: `crossover_k` on pass@k at every k = 1 .. the smallest n of
+    both models (`pass_at_k_all`), not only on the power-of-two grid of the tables (where curves
+    crossing at k = 5 read as k* = 8)."""
+    bn, bc = _problems(base_n, base_c)
+    mn, mc = _problems(model_n, model_c)
+    if bn.size != mn.size:
+        raise ValueError(f"k* needs the same problems for both: got {bn.size} and {mn.size} problems")
+    return crossover_k(pass_at_k_all(bn, bc), pass_at_k_all(mn, mc))
 
 
 def crossover_k(

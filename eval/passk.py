@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["mean_pass_at_k", "pass_at_k", "pass_at_k_curve"]
+__all__ = ["mean_pass_at_k", "pass_at_k", "pass_at_k_all", "pass_at_k_curve"]
 
 
 def _as_int_array(value: int | np.ndarray, name: str) -> np.ndarray:
@@ -99,3 +99,31 @@ def pass_at_k_curve(n: int | np.ndarray, c: int | np.ndarray, ks: list[int] | No
         if ks[-1] != n_min:
             ks.append(n_min)
     return {int(k): mean_pass_at_k(n, c, k) for k in ks}
+
+
+def pass_at_k_all(n: int | np.ndarray, c: int | np.ndarray) -> dict[int, float]:
+    """{k: mean pass@k} at every k = 1 .. the smallest n: the dense curve that k* is read from.
+
+    Problems that share (n, c) are computed once, each as a running product over k:
+    C(n-c, k) / C(n, k) = prod_{j<k} (n-c-j) / (n-j), every factor in [0, 1]; the same
+    numbers as `pass_at_k` at each k, in O(distinct (n, c) x n) instead of a loop per k.
+    """
+    n_arr = _as_int_array(n, "n")
+    c_arr = _as_int_array(c, "c")
+    n_b, c_b = (a.ravel() for a in np.broadcast_arrays(n_arr, c_arr))
+    if n_b.size == 0:
+        raise ValueError("pass_at_k_all needs at least one problem")
+    if int(n_b.min()) < 1:
+        raise ValueError(f"pass_at_k_all needs n >= 1 samples per problem, got n={int(n_b.min())}")
+    bad = (c_b < 0) | (c_b > n_b)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"c must satisfy 0 <= c <= n, got c={int(c_b[i])} with n={int(n_b[i])}")
+    k_max = int(n_b.min())
+    pairs, weight = np.unique(np.stack([n_b, c_b], axis=1), axis=0, return_counts=True)
+    j = np.arange(k_max, dtype=np.float64)
+    total = np.zeros(k_max, dtype=np.float64)
+    for (ni, ci), w in zip(pairs, weight, strict=True):
+        miss = np.cumprod(np.clip((ni - ci - j) / (ni - j), 0.0, None))  # [k_max]: P(no correct in k draws)
+        total += w * (1.0 - miss)
+    return {k: float(v) for k, v in zip(range(1, k_max + 1), total / n_b.size, strict=True)}

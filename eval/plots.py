@@ -50,6 +50,11 @@ def _triple(value: float | Sequence[float]) -> tuple[float, float | None, float 
     return float(value[0]), float(value[1]), float(value[2])
 
 
+def _points(t: tuple[float, float | None, float | None]) -> tuple[float, float | None, float | None]:
+    """A (value, lo, hi) of fractions in points (x 100)."""
+    return tuple(None if v is None else 100.0 * v for v in t)  # type: ignore[return-value]
+
+
 def _need(data: Mapping, what: str) -> None:
     if not data:
         raise ValueError(f"nothing to plot: {what} is empty")
@@ -64,6 +69,8 @@ def plot_pass_at_k(
     title: str = "pass@k: base vs trained",
 ) -> Path:
     """pass@k against k on a log2 axis, one line per model; bands where (mean, lo, hi) are given.
+
+    Values are fractions (as the metrics give them), drawn in points (percent), as every table shows them.
 
     The curve named `base_label` (if present) is drawn in black, dashed, so the
     trained models read against it. `crossover` maps a model's label to its k*
@@ -85,7 +92,7 @@ def plot_pass_at_k(
         if not ks:
             raise ValueError(f"curve {lab!r} has no points")
         all_ks.update(ks)
-        pts = [_triple(curve[k]) for k in ks]
+        pts = [_points(_triple(curve[k])) for k in ks]
         mean = [p[0] for p in pts]
         is_base = lab == base_label
         ax.plot(
@@ -110,7 +117,7 @@ def plot_pass_at_k(
             if lab in curves and k_star in curves[lab]:  # a star where the model is caught up with
                 ax.plot(
                     [k_star],
-                    [_triple(curves[lab][k_star])[0]],
+                    [100.0 * _triple(curves[lab][k_star])[0]],
                     marker="*",
                     ms=12,
                     color=color,
@@ -124,8 +131,8 @@ def plot_pass_at_k(
     ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.minorticks_off()
     ax.set_xlabel("k (samples per problem, log2 scale)")
-    ax.set_ylabel("pass@k")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("pass@k (%)")
+    ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     # Outside the axes: bands and crossings fill every corner of the plot.
@@ -211,24 +218,44 @@ def plot_dse_bars(
     dse: Mapping[str, float | Sequence[float]],
     path: str | Path,
     *,
-    title: str = "Sampling-efficiency gap dSE = pass@K(base) - pass@1(model)",
+    K: int | str = "K",
+    interval: str | None = None,
+    title: str | None = None,
 ) -> Path:
-    """One bar per model with its value written on it; error bars where (value, lo, hi) are given."""
+    """One bar per model with its value written on it; error bars where (value, lo, hi) is given.
+
+    Values are fractions, drawn in points. The title names K (dSE = pass@K(base) - pass@1(model))
+    and, when any bar has error bars, `interval` (how they were made, e.g. `interval_name()`).
+    """
     _need(dse, "dse")
     labels = list(dse)
-    vals = [_triple(dse[lab]) for lab in labels]
+    vals = [_points(_triple(dse[lab])) for lab in labels]
     fig = Figure(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.5))
     ax = fig.add_subplot()
     x = np.arange(len(labels))
     heights = [v[0] for v in vals]
-    bars = ax.bar(x, heights, color=_colors(len(labels)), alpha=0.85)
-    if all(v[1] is not None for v in vals):
-        yerr = np.array([[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]])
-        ax.errorbar(x, heights, yerr=np.clip(yerr, 0, None), fmt="none", ecolor="black", capsize=4, lw=1.2)
-    ax.bar_label(bars, labels=[f"{h:.3f}" for h in heights], label_type="center", fontsize="small")
+    ax.bar(x, heights, color=_colors(len(labels)), alpha=0.85)
+    has = [i for i, v in enumerate(vals) if v[1] is not None]
+    if has:
+        yerr = np.array([[vals[i][0] - vals[i][1] for i in has], [vals[i][2] - vals[i][0] for i in has]])
+        ax.errorbar(
+            x[has],
+            [heights[i] for i in has],
+            yerr=np.clip(yerr, 0, None),
+            fmt="none",
+            ecolor="black",
+            capsize=4,
+            lw=1.2,
+        )
+    for xi, h in zip(x, heights, strict=True):  # beside the error bar, not under it
+        ax.text(xi + 0.05, h / 2, f"{h:.1f}", ha="left", va="center", fontsize="small")
     ax.set_xticks(x, labels, rotation=15 if len(labels) > 4 else 0)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("dSE (lower is better)")
+    ax.set_ylabel("dSE (points; lower is better)")
+    if title is None:
+        title = f"Sampling-efficiency gap dSE = pass@{K}(base) - pass@1(model), K = {K}"
+        if has:
+            title += f"\nerror bars: {interval or 'given (lo, hi)'}"
     ax.set_title(title, fontsize="medium")
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.15)

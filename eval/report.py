@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ def _curve(m: dict) -> dict[int, tuple[float, float, float]]:
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+# Intervals in a metrics.json written before it recorded how (before the two-level default) were one-level.
+OLD_INTERVAL = "95% CI, one-level bootstrap (problems)"
+
+
+def interval_of(m: dict) -> str:
+    """How the eval's intervals were made, as its metrics.json says."""
+    return m.get("interval", OLD_INTERVAL)
 
 
 def write_eval_report(out: Path, r: dict[str, Any]) -> list[Path]:
@@ -66,7 +76,7 @@ def summary_markdown(r: dict[str, Any]) -> str:
             f"- pass@1: base {pct(b1['mean'])} -> {label} {pct(m1['mean'])}.",
             f"- pass@{K}: base {pct(_get(b, K)['mean'])}, {label} {pct(_get(m, K)['mean'])}.",
             f"- Sampling-efficiency gap dSE = pass@{K}(base) - pass@1({label}) = {100 * dse['dse']:.1f} points "
-            f"(95% CI {100 * dse['lo']:.1f} to {100 * dse['hi']:.1f}); lower is better.",
+            f"({interval_of(m)}: {100 * dse['lo']:.1f} to {100 * dse['hi']:.1f}); lower is better.",
             "- Crossover k*: "
             + (
                 f"the base matches or beats {label} from k = {comp['crossover_k']} on."
@@ -82,6 +92,8 @@ def summary_markdown(r: dict[str, Any]) -> str:
         lines += notes(comp)
     lines += [
         "## pass@k",
+        "",
+        f"In percent, with [{interval_of(m)}].",
         "",
         "| k | " + ("base | " if b else "") + f"{label} |",
         "|---|" + ("---|" if b else "") + "---|",
@@ -170,124 +182,293 @@ def notes(comp: dict) -> list[str]:
 
 # ---------------------------------------------------------------- sweeps
 
+SESSIONS = "sessions.jsonl"  # one line per `rlvr sweep` session that worked on a cell (rlvr/sweep.py writes it)
+
+
+def session_seconds(cell: Path) -> tuple[float, int, int] | None:
+    """(seconds, sessions, unreadable lines) from a cell's sessions.jsonl; None if it has none."""
+    path = Path(cell) / SESSIONS
+    if not path.is_file():
+        return None
+    total, count, bad = 0.0, 0, 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            total += float(json.loads(line)["seconds"])
+            count += 1
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill: counted, named in the report
+            bad += 1
+    return total, count, bad
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        from rlvr.errors import ConfigError
+
+        raise ConfigError(f"{path}: not readable JSON ({e}); re-run that cell's eval or remove the cell") from None
+
 
 def gather_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One record per finished cell: its settings, eval metrics and wall time."""
-    import json
+    """One record per finished cell: its settings, eval metrics and wall time.
 
+    Wall time is the sum of every `rlvr sweep` session that worked on the cell (sessions.jsonl),
+    a resumed cell's interrupted sessions included. A cell without that log (run before it was
+    kept, or by hand) gets its training steps' time plus its last eval's, a lower bound, marked so.
+    """
     rows = []
     for cell in sorted(Path(sweep_dir).iterdir()):
         meta, metrics = cell / "cell.json", cell / "eval" / "metrics.json"
         if not (cell.is_dir() and meta.is_file() and metrics.is_file()):
             continue
-        settings = json.loads(meta.read_text())["settings"]
-        r = json.loads(metrics.read_text())
-        steps = (
-            [json.loads(l) for l in (cell / "metrics.jsonl").read_text().splitlines() if l.strip()]
-            if (cell / "metrics.jsonl").is_file()
-            else []
-        )
+        info = _read_json(meta)
+        if not isinstance(info, dict) or not isinstance(info.get("settings"), dict):
+            from rlvr.errors import ConfigError
+
+            raise ConfigError(f"{meta}: no settings mapping: not a sweep cell's cell.json")
+        r = _read_json(metrics)
+        if not isinstance(r, dict) or not isinstance(r.get("model_metrics"), dict):
+            from rlvr.errors import ConfigError
+
+            raise ConfigError(f"{metrics}: no model_metrics: not the metrics.json of `rlvr eval`")
+        sessions = session_seconds(cell)
+        if sessions is not None:
+            wall, exact, torn = sessions[0], True, sessions[2]
+        else:
+            steps = []
+            if (cell / "metrics.jsonl").is_file():
+                for line in (cell / "metrics.jsonl").read_text().splitlines():
+                    try:
+                        steps.append(json.loads(line))
+                    except ValueError:
+                        continue
+            wall = sum(s.get("time/step") or 0.0 for s in steps if isinstance(s, dict)) + (r.get("wall_time_s") or 0.0)
+            exact, torn = False, 0
         rows.append(
             {
                 "cell": cell.name,
-                "settings": settings,
+                "settings": info["settings"],
                 "result": r,
-                "train_time_s": sum(s.get("time/step", 0.0) for s in steps),
-                "eval_time_s": r.get("wall_time_s", 0.0),
+                "wall_time_s": wall,
+                "wall_time_exact": exact,
+                "torn_session_lines": torn,
             }
         )
     return rows
 
 
-def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
-    """report.md, report.csv, pass_at_k_all.png and dse_bars.png, seeds aggregated as mean and spread."""
-    import csv
+def _counts(m: dict | None) -> tuple[list[int], list[int]] | None:
+    if not m or "counts" not in m:
+        return None
+    return m["counts"]["n"], m["counts"]["c"]
 
+
+def _fmt(v: float | None, sd: float | None, points: bool) -> str:
+    """A table cell: the value, and ± sd only when there is a spread (several seeds)."""
+    if v is None:
+        return "n/a"
+    scale = 100.0 if points else 1.0
+    return f"{scale * v:.1f}" + ("" if sd is None else f" ± {scale * sd:.1f}")
+
+
+def _k_star_text(values: list[int | None]) -> str:
+    """Each seed's k*, as integers ("none": the model stays above the base at every k)."""
+    return " / ".join("none" if v is None else str(int(v)) for v in values)
+
+
+def _group_stats(cs: list[dict], K: int | None, notes: list[str], key: str) -> dict[str, Any]:
+    """The table row of one setting (its seeds' cells): fractions here, shown in points."""
     import numpy as np
 
-    from .plots import plot_dse_bars
-
-    sweep_dir = Path(sweep_dir)
-    cells = gather_cells(sweep_dir)
-    if not cells:
-        raise FileNotFoundError(f"{sweep_dir}: no finished cells (each needs cell.json and eval/metrics.json)")
-    groups: dict[str, list[dict]] = {}
-    for c in cells:
-        key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
-        groups.setdefault(key, []).append(c)
+    from .metrics import bootstrap_pass_at_k_combination
 
     def stat(vals):
         vals = [v for v in vals if v is not None]
         if not vals:
             return None, None
-        return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
-    table, curves, dse_bars = [], {}, {}
-    base_curve = None
-    for key, cs in groups.items():
-        rec = {"setting": key, "seeds": len(cs)}
-        K = cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None
-        per = {
-            "pass@1": [_get(c["result"]["model_metrics"], 1)["mean"] for c in cs],
-            f"pass@{K}": [(_get(c["result"]["model_metrics"], K) or {}).get("mean") for c in cs] if K else [],
-            f"base pass@{K}": [
-                (_get(c["result"]["base_metrics"], K) or {}).get("mean") for c in cs if "base_metrics" in c["result"]
-            ]
-            if K
-            else [],
-            "dSE": [c["result"]["comparison"]["dse"]["dse"] for c in cs if "comparison" in c["result"]],
-            "k*": [c["result"]["comparison"]["crossover_k"] for c in cs if "comparison" in c["result"]],
-            "gained": [c["result"]["comparison"]["coverage"]["model_only"] for c in cs if "comparison" in c["result"]],
-            "lost": [c["result"]["comparison"]["coverage"]["base_only"] for c in cs if "comparison" in c["result"]],
-            "wall time (s)": [c["train_time_s"] + c["eval_time_s"] for c in cs],
-        }
-        for name, vals in per.items():
-            rec[name], rec[name + " sd"] = stat(vals)
-        table.append(rec)
-        first = cs[0]["result"]
-        curves[key] = {
-            int(k): float(np.mean([_get(c["result"]["model_metrics"], int(k))["mean"] for c in cs]))
-            for k in first["model_metrics"]["pass_at_k"]
-        }
-        if "base_metrics" in first and base_curve is None:
-            base_curve = {int(k): v["mean"] for k, v in first["base_metrics"]["pass_at_k"].items()}
-        if rec["dSE"] is not None:
-            dse_bars[key] = (rec["dSE"], rec["dSE"] - (rec["dSE sd"] or 0), rec["dSE"] + (rec["dSE sd"] or 0))
-    cols = [c for c in table[0] if not c.endswith(" sd") and c not in ("setting", "seeds")]
+    res = [c["result"] for c in cs]
+    comp = [r.get("comparison") for r in res]
+    rec: dict[str, Any] = {"setting": key, "seeds": len(cs), "K": K}
+    rec["pass@1"] = stat([_get(r["model_metrics"], 1)["mean"] for r in res])
+    rec["pass@K"] = stat([(_get(r["model_metrics"], K) or {}).get("mean") for r in res] if K else [])
+    rec["base pass@K"] = stat([(_get(r["base_metrics"], K) or {}).get("mean") for r in res if "base_metrics" in r])
+    rec["dSE"] = stat([c["dse"]["dse"] for c in comp if c])
+    rec["dSE CI"] = None
+    spec = res[0].get("spec", {})
+    boot = {"resamples": int(spec.get("resamples", 1000)), "seed": int(spec.get("seed", 0))}
+    if K and all(comp) and all(_counts(r.get("base_metrics")) and _counts(r["model_metrics"]) for r in res):
+        S = len(res)
+        terms = [(*_counts(r["base_metrics"]), [K], 1.0 / S) for r in res]
+        terms += [(*_counts(r["model_metrics"]), [1], -1.0 / S) for r in res]
+        try:  # dSE of the seed mean, paired over problems: base and every seed's model on the same draws
+            (rec["dSE CI"],) = bootstrap_pass_at_k_combination(terms, **boot)
+        except ValueError as e:
+            notes.append(f"{key}: no dSE interval ({e})")
+    elif K:
+        notes.append(f"{key}: no dSE interval (a metrics.json without per-problem counts)")
+    rec["k*"] = [c["crossover_k"] for c in comp if c]
+    rec["gained"] = stat([c["coverage"]["model_only"] for c in comp if c])
+    rec["lost"] = stat([c["coverage"]["base_only"] for c in comp if c])
+    rec["wall time (s)"] = stat([c["wall_time_s"] for c in cs])
+    rec["wall_exact"] = all(c["wall_time_exact"] for c in cs)
+    for c in cs:
+        if c["torn_session_lines"]:
+            notes.append(f"{c['cell']}: {c['torn_session_lines']} unreadable line(s) in {SESSIONS} not counted")
+    # pass@k curve of the seed mean, with its bootstrap band, on the grid every seed has
+    ks = sorted(set.intersection(*({int(k) for k in r["model_metrics"]["pass_at_k"]} for r in res)))
+    if all(_counts(r["model_metrics"]) for r in res):
+        band = bootstrap_pass_at_k_combination(
+            [(*_counts(r["model_metrics"]), ks, 1.0 / len(res)) for r in res], **boot
+        )
+        rec["curve"] = dict(zip(ks, band, strict=True))
+    else:  # a metrics.json without per-problem counts (not written by rlvr eval): the mean, no band
+        rec["curve"] = {k: float(np.mean([_get(r["model_metrics"], k)["mean"] for r in res])) for k in ks}
+        notes.append(f"{key}: no pass@k band (a metrics.json without per-problem counts)")
+    return rec
+
+
+def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
+    """report.md, report.csv, pass_at_k_all.png and dse_bars.png over a sweep's finished cells.
+
+    Every pass@k and dSE is in points (percent) in all four. Seeds of a setting are aggregated as
+    mean ± sd (one seed: the value alone); k* is each seed's integer. Intervals (the dSE column's,
+    the bars' and the curves' bands) are the two-level bootstrap of the seed mean over the eval's
+    problems (`bootstrap_pass_at_k_combination`): the eval's noise; the sd is the seeds' spread.
+    """
+    import csv
+
+    from rlvr.errors import ConfigError
+
+    from .metrics import bootstrap_pass_at_k, interval_name
+    from .plots import plot_dse_bars
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        what = "not a directory" if sweep_dir.exists() else "no such directory"
+        raise ConfigError(f"{sweep_dir}: {what} (rlvr report takes a sweep's output_dir)")
+    cells = gather_cells(sweep_dir)
+    if not cells:
+        hint = (
+            "; it holds one eval (metrics.json): its report is summary.md beside it"
+            if (sweep_dir / "metrics.json").is_file() or (sweep_dir / "eval" / "metrics.json").is_file()
+            else ""
+        )
+        raise ConfigError(
+            f"{sweep_dir}: not a sweep directory: no finished cell (a sub-directory with cell.json and "
+            f"eval/metrics.json); give the output_dir of `rlvr sweep`{hint}"
+        )
+    groups: dict[str, list[dict]] = {}
+    for c in cells:
+        key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
+        groups.setdefault(key, []).append(c)
+    notes: list[str] = []
+    Ks = {
+        key: (cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None)
+        for key, cs in groups.items()
+    }
+    table = [_group_stats(cs, Ks[key], notes, key) for key, cs in groups.items()]
+    known = {K for K in Ks.values() if K}
+    kname = str(next(iter(known))) if len(known) == 1 else "K"  # the number in headers when every setting shares it
+    interval = interval_name()
+
+    def mean_sd(name, rec, points):
+        v, sd = rec[name]
+        return _fmt(v, sd, points)
+
+    cols = [
+        ("pass@1", "pass@1", True),
+        ("pass@K", f"pass@{kname}", True),
+        ("base pass@K", f"base pass@{kname}", True),
+        ("dSE", "dSE", True),
+    ]
+    counts_cols = [("gained", "gained", False), ("lost", "lost", False)]
     md = [
         "# Sweep report",
         "",
-        f"{len(cells)} finished cells in {sweep_dir}; seeds aggregated as mean ± sd.",
+        f"{len(cells)} finished cells in {sweep_dir}. pass@k and dSE in points (percent); settings with several "
+        "seeds: mean ± sd over seeds, one seed: its value.",
+        f"dSE = pass@{kname}(base) - pass@1(model)"
+        + ("" if known else " (no comparison with a base)")
+        + f"; its interval: {interval} of the seed mean (the eval's noise; the sd is the seeds' spread).",
         "",
-        "| setting | seeds | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        "| setting | seeds | "
+        + ("K | " if kname == "K" else "")
+        + " | ".join(c[1] for c in cols)
+        + " | dSE CI | k* | gained | lost | wall time (s) |",
+        "|---|---|" + ("---|" if kname == "K" else "") + "---|" * (len(cols) + 5),
     ]
+    csv_rows = []
     for rec in table:
-        cells_txt = []
-        for c in cols:
-            v, sd = rec[c], rec[c + " sd"]
-            if v is None:
-                cells_txt.append("n/a")
-            elif c.startswith(("pass@", "base pass@", "dSE")):
-                cells_txt.append(f"{100 * v:.1f} ± {100 * sd:.1f}")
-            else:
-                cells_txt.append(f"{v:.1f} ± {sd:.1f}")
-        md.append(f"| {rec['setting']} | {rec['seeds']} | " + " | ".join(cells_txt) + " |")
+        ci = rec["dSE CI"]
+        ci_txt = "n/a" if ci is None else f"[{100 * ci[1]:.1f}, {100 * ci[2]:.1f}]"
+        wall = mean_sd("wall time (s)", rec, False) + ("" if rec["wall_exact"] else " *")
+        md.append(
+            f"| {rec['setting']} | {rec['seeds']} | "
+            + (f"{rec['K']} | " if kname == "K" else "")
+            + " | ".join(mean_sd(name, rec, p) for name, _, p in cols)
+            + f" | {ci_txt} | {_k_star_text(rec['k*']) or 'n/a'} | "
+            + " | ".join(mean_sd(name, rec, p) for name, _, p in counts_cols)
+            + f" | {wall} |"
+        )
+        row: dict[str, Any] = {"setting": rec["setting"], "seeds": rec["seeds"], "K": rec["K"]}
+        units = [(name, head, " (points)" if p else "", 100 if p else 1) for name, head, p in [*cols, *counts_cols]]
+        for name, head, unit, scale in [*units, ("wall time (s)", "wall time", " (s)", 1)]:
+            v, sd = rec[name]  # the unit in every column's name
+            row[head + unit] = None if v is None else round(scale * v, 4)
+            row[head + " sd" + unit] = None if sd is None else round(scale * sd, 4)
+        row["dSE CI lo (points)"] = None if ci is None else round(100 * ci[1], 4)
+        row["dSE CI hi (points)"] = None if ci is None else round(100 * ci[2], 4)
+        row["k*"] = _k_star_text(rec["k*"])
+        row["wall time exact"] = rec["wall_exact"]
+        csv_rows.append(row)
     md += [
         "",
-        "pass@k and dSE in points (%); k* = smallest k where the base matches or beats the model;",
+        "k* = the smallest k (any k from 1 to n) where the base matches or beats the model, per seed; "
         "gained / lost = problems solvable by the model only / by the base only.",
-        "Plots: pass_at_k_all.png, dse_bars.png.",
+    ]
+    if not all(rec["wall_exact"] for rec in table):
+        md.append(
+            "* no sessions.jsonl (a cell run before sessions were logged, or by hand): its training steps' time "
+            "plus its last eval's, a lower bound."
+        )
+    md += [f"> note: {n}" for n in notes]
+    md += [
+        f"Plots: pass_at_k_all.png (bands: {interval} of the seed mean), dse_bars.png (error bars: the same).",
         "",
     ]
     out = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv"}
     out["md"].write_text("\n".join(md))
+    fields = list(dict.fromkeys(k for row in csv_rows for k in row))
     with open(out["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows(table)
-    all_curves = ({"base": base_curve} if base_curve else {}) | curves
-    out["pass_at_k"] = plot_pass_at_k(all_curves, sweep_dir / "pass_at_k_all.png", base_label="base")
-    if dse_bars:
-        out["dse"] = plot_dse_bars(dse_bars, sweep_dir / "dse_bars.png")
+        w.writerows(csv_rows)
+    curves: dict[str, Any] = {}
+    first = next((c["result"] for c in cells if "base_metrics" in c["result"]), None)
+    if first is not None:
+        bks = sorted(int(k) for k in first["base_metrics"]["pass_at_k"])
+        spec = first.get("spec", {})
+        bcounts = _counts(first["base_metrics"])
+        curves["base"] = (
+            bootstrap_pass_at_k(
+                *bcounts, bks, resamples=int(spec.get("resamples", 1000)), seed=int(spec.get("seed", 0))
+            )
+            if bcounts
+            else {k: _get(first["base_metrics"], k)["mean"] for k in bks}
+        )
+    curves |= {rec["setting"]: rec["curve"] for rec in table}
+    out["pass_at_k"] = plot_pass_at_k(
+        curves,
+        sweep_dir / "pass_at_k_all.png",
+        base_label="base",
+        title=f"pass@k, each setting's seed mean\nbands: {interval}",
+    )
+    bars = {rec["setting"]: (rec["dSE"][0], *rec["dSE CI"][1:]) if rec["dSE CI"] else rec["dSE"][0] for rec in table}
+    bars = {k: v for k, v in bars.items() if v is not None and (not isinstance(v, tuple) or v[0] is not None)}
+    if bars:
+        out["dse"] = plot_dse_bars(bars, sweep_dir / "dse_bars.png", K=kname, interval=interval)
     return out

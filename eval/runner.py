@@ -30,13 +30,15 @@ import torch
 
 from rlvr.errors import ConfigError
 from rlvr.tasks import Problem
+from rlvr.templates import adds_special_tokens
 
 from .metrics import (
     accuracy_histogram,
     bootstrap_pass_at_k,
     cover_at_tau,
     coverage,
-    crossover_k,
+    crossover_k_from_counts,
+    interval_name,
     maj_at_k,
     sampling_efficiency_gap,
     summarize_samples,
@@ -93,6 +95,7 @@ def sample_rows(
     RNG state is left as it was."""
     from tqdm.auto import tqdm
 
+    from rlvr.rewards.runner import completion_id_lists
     from rlvr.rollout import Sampling
 
     n = settings.n
@@ -106,15 +109,19 @@ def sample_rows(
     starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    bar = tqdm(
-        total=sum(len(problems[s : s + per_call]) for s in starts), desc=desc, disable=not progress, dynamic_ncols=True
+    bar = tqdm(  # leave=None: kept at the top level (rlvr eval), gone when under the training bar
+        total=sum(len(problems[s : s + per_call]) for s in starts),
+        desc=desc,
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=None,
     )
     with torch.random.fork_rng(devices=devices):
         for s in starts:
             chunk = problems[s : s + per_call]
             torch.manual_seed(call_seed(settings.seed, s // per_call))
             batch = engine.generate(chunk, n, sampling)
-            rewards, _ = score(batch.problems, batch.completions)
+            rewards, _ = score(batch.problems, batch.completions, completion_ids=completion_id_lists(batch))
             tokens = batch.response_mask.sum(-1).long().tolist()
             for i, (p, text) in enumerate(zip(batch.problems, batch.completions, strict=True)):
                 rows.append(
@@ -315,6 +322,7 @@ def model_metrics(
         "n_min": int(n.min()),
         "n_max": int(n.max()),
         "pass_at_k": {k: {"mean": m, "lo": lo, "hi": hi} for k, (m, lo, hi) in boot.items()},
+        "interval": interval_name(),  # how lo and hi (and dSE's) were made: the library's default bootstrap
         "avg_at_n": float(np.mean(c / n)),
         "mean_reward": hygiene["mean_reward"],
         "maj_at_k": majority,
@@ -343,13 +351,9 @@ def comparison_metrics(
         warnings.simplefilter("always")
         dse = sampling_efficiency_gap(bn, bc, mn, mc, K=settings.K, resamples=settings.resamples, seed=settings.seed)
     notes = [str(w.message) for w in caught]
-    ks = sorted(set(pass_at_k_curve(bn, bc).keys()) & set(pass_at_k_curve(mn, mc).keys()))
-    from .passk import mean_pass_at_k
-
-    base_curve = {k: mean_pass_at_k(bn, bc, k) for k in ks}
-    model_curve = {k: mean_pass_at_k(mn, mc, k) for k in ks}
     cov = coverage(bc, mc, ids=order)
-    return {"dse": dse, "K": K, "crossover_k": crossover_k(base_curve, model_curve), "coverage": cov, "notes": notes}
+    k_star = crossover_k_from_counts(bn, bc, mn, mc)  # at every k, not only the tables' powers of two
+    return {"dse": dse, "K": K, "crossover_k": k_star, "coverage": cov, "notes": notes}
 
 
 # ---------------------------------------------------------------- the eval
@@ -528,7 +532,8 @@ def evaluate(
         if settings.perplexity and run.out is not None and run.main and model is not None and not samples and base:
             m, b = run.models.model_and_tokenizer(model), run.models.model_and_tokenizer(run.base_dir())
             if m is not None:  # not for a server's model
-                result["perplexity"] = perplexity_terms(b, m, rows, base_rows, settings)
+                special = not problems or adds_special_tokens(problems[0])  # as the engines tokenized the prompts
+                result["perplexity"] = perplexity_terms(b, m, rows, base_rows, settings, special)
     if engine != "hf":
         run.models.close()  # vLLM's memory and process groups, now
     result["wall_time_s"] = time.time() - t0
@@ -654,6 +659,12 @@ def evaluate_run(
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model or cfg.model.path))
     _, problems = load_problems(cfg.data, tokenizer)
     settings = cfg.eval.settings(cfg.rollout, final=True, **(overrides or {}))
+    if cfg.data.too_long != "error":  # the held-out prompts filtered or cut as the run's training did them
+        from rlvr.data import fit_prompts_for
+
+        problems = fit_prompts_for(
+            problems, cfg.data.too_long, resolve_model_path(model or cfg.model.path), settings.max_new_tokens
+        )
     if engine == "vllm":
         from rlvr.vllm_engine import require_vllm
 
@@ -680,7 +691,9 @@ def evaluate_run(
     )
 
 
-def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], settings: EvalSettings) -> dict:
+def perplexity_terms(
+    base, model, rows: list[dict], base_rows: list[dict], settings: EvalSettings, add_special_tokens: bool = True
+) -> dict:
     """PPL_base(Y_base), PPL_base(Y_model), PPL_model(Y_model) and mean token entropies, on the
     first `ppl_per_problem` samples of each problem (empty responses, which have no perplexity,
     are left out of the values)."""
@@ -706,6 +719,7 @@ def perplexity_terms(base, model, rows: list[dict], base_rows: list[dict], setti
         [r["text"] for r in ys_m],
         base_prompts=[r["prompt"] for r in ys_b],
         model_tokenizer=mtok,
+        add_special_tokens=add_special_tokens,
     )
     arrays = {k: terms[k] for k in ("base_on_base", "base_on_model", "model_on_model")}
     return {

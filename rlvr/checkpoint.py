@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rlvr.errors import RunError
+from rlvr.quiet import tied_copies_dropped
 
 LOCK_NAME = ".rlvr.lock"
 STATE_NAME = "trainer_state.json"
@@ -345,7 +346,8 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
     with write_errors(final, " (the checkpoint was not written; older ones are intact)", cleanup=tmp):
-        acc.save_state(str(tmp), **(save_kwargs or {}))
+        with tied_copies_dropped(models):  # no "Removed shared tensor {'lm_head.weight'}" per save (rlvr/quiet.py)
+            acc.save_state(str(tmp), **(save_kwargs or {}))
     acc.wait_for_everyone()  # every process's files (its random states) are in
     if acc.is_main_process:
         state = {**state, "step": step, "files": _manifest(tmp)}

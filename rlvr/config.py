@@ -31,7 +31,7 @@ from rlvr.errors import ConfigError, format_validation_error  # noqa: F401  (re-
 from rlvr.eval.settings import EvalSettings  # the eval: section extends the eval's own settings
 from rlvr.lora import LoraSettings  # the model.lora: section lives with its code
 from rlvr.rewards import RewardConfig
-from rlvr.tiny import TINY_MODEL
+from rlvr.tiny import TINY_MODEL, TINY_MODELS
 
 if TYPE_CHECKING:
     from rlvr.algorithms import AlgorithmConfig
@@ -42,7 +42,11 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    path: str = Field(TINY_MODEL, description="local checkpoint dir, hub id, or 'tiny' for the embedded base model")
+    path: str = Field(
+        TINY_MODEL,
+        description="local checkpoint dir, hub id, or 'tiny' for the embedded base model ('tiny-hd32': its "
+        "head_dim-32 variant, which vLLM's CPU build serves)",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights dtype for policy and reference"
     )
@@ -75,6 +79,18 @@ class RolloutConfig(_Section):
         "is_cap), detached; needs an engine that keeps its log-probs (vllm). rlvr/mismatch.py",
     )
     is_cap: float = Field(2.0, gt=0.0, description="the cap C of the token_tis weights (verl's rollout_is_threshold)")
+    vllm_memory: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="engine vllm on a GPU: the share of GPU memory vLLM may take (its gpu_memory_utilization); "
+        "null = 0.3, TRL's colocate default, leaving the rest to training",
+    )
+    vllm_sleep: bool = Field(
+        False,
+        description="engine vllm on a GPU: free vLLM's weights and KV cache between rollouts (LLM.sleep(level=2)), "
+        "woken and re-synced before each generate (TRL's vllm_enable_sleep_mode); vLLM's CPU build has no sleep mode",
+    )
 
 
 class TrainConfig(_Section):
@@ -253,28 +269,59 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
+class Replace:
+    """An override's value that replaces the recipe's whole instead of being deep-merged into it
+    (`key:=value` on the command line: `data.task_config:={}` clears the mapping)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Replace) and other.value == self.value
+
+    def __repr__(self) -> str:
+        return f"Replace({self.value!r})"
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['train.lr=1e-4', 'algorithm.scale=none'] -> nested dict; values parsed as YAML."""
+    """['train.lr=1e-4', 'algorithm.scale=none'] -> nested dict; values parsed as YAML. A mapping value
+    is deep-merged into the recipe's (`data.task_config={min_terms: 3}` keeps its other keys);
+    `key:=value` replaces it whole (`data.task_config:={}` clears it), marked `Replace`."""
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value (or dotted.key:=value)")
         key, raw = item.split("=", 1)
+        replace = key.endswith(":")
         value = _parse_value(raw)
         node = out
-        parts = key.strip().split(".")
+        parts = key.strip().removesuffix(":").split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if isinstance(node, Replace) and isinstance(node.value, dict):  # a.b:={...} then a.b.c=1
+                node = node.value
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is already set to a value, not a section")
-        node[parts[-1]] = value
+        node[parts[-1]] = Replace(value) if replace else value
     return out
 
 
+def _plain(v: Any) -> Any:
+    """`v` without `Replace` marks."""
+    if isinstance(v, Replace):
+        return _plain(v.value)
+    return {k: _plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`: mappings key by key, anything else (lists too) replaces; a
+    `Replace` value replaces even a mapping."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = _plain(v)
     return out
 
 
@@ -368,7 +415,8 @@ def check_algorithm(cfg: RunConfig) -> None:
 
     if isinstance(cfg.algorithm, UnimportedAlgorithmConfig):
         return
-    build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+    algo = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+    algo.policy_loss.check_token_weights(cfg.rollout.is_correction)  # TIS weights the advantages (rlvr/mismatch.py)
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -378,6 +426,9 @@ def check_run(cfg: RunConfig) -> None:
         from rlvr.vllm_engine import require_vllm  # an optional extra: one line saying how to install it
 
         require_vllm()
+    if cfg.rollout.engine != "vllm" and (cfg.rollout.vllm_sleep or cfg.rollout.vllm_memory is not None):
+        key = "rollout.vllm_sleep" if cfg.rollout.vllm_sleep else "rollout.vllm_memory"
+        raise ConfigError(f"{key} applies to rollout.engine=vllm only (this run uses {cfg.rollout.engine})")
     if cfg.rollout.is_correction != "none" and cfg.rollout.engine == "hf":  # hf keeps no sampler log-probs
         raise ConfigError(
             f"rollout.is_correction: {cfg.rollout.is_correction} needs the rollout engine's own log-probs, and "
@@ -394,7 +445,7 @@ def check_run(cfg: RunConfig) -> None:
 
 def check_model_path(path: str) -> None:
     """A path-like model that is not on disk is an error now, not deep inside from_pretrained."""
-    if path == TINY_MODEL:
+    if path in TINY_MODELS:
         return
     looks_local = path.startswith(("/", "./", "../", "~")) or os.path.isabs(path) or path.count("/") > 1
     if looks_local and not Path(path).expanduser().is_dir():

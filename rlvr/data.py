@@ -3,7 +3,10 @@
 Sources (`data.source`, inferred when left at `auto`):
 
 * `reasoning_gym` (the default): any reasoning-gym dataset by name (`data.task`),
-  drawn procedurally; held-out problems are split off by prompt hash.
+  drawn procedurally; held-out problems are split off by prompt hash. Several at once:
+  `data.tasks: [{name, config, weight}, ...]`, a weighted mixture (each task's exact share
+  of train_size and eval_size, split per task: `rlvr.tasks.reasoning_gym_mixture`); it
+  replaces `data.task` and `data.task_config` (a base recipe's are cleared to null and {}).
 * `jsonl` / `parquet`: a local file (`data.path`), one problem per row; the
   held-out set is `data.eval_path`, or else the rows whose prompt hashes into
   the eval bucket (`rlvr.tasks.split_of`, about 1 in 10).
@@ -35,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rlvr.tasks import Problem, humaneval_problems, reasoning_gym_problems, split_of
+from rlvr.tasks import Problem, humaneval_problems, reasoning_gym_mixture, reasoning_gym_problems, split_of
 from rlvr.templates import TEMPLATES, apply_template
 
 RG_TRAIN_SIZE, RG_EVAL_SIZE = 2000, 256  # reasoning-gym defaults (files default to all rows)
@@ -61,15 +64,32 @@ class Columns(BaseModel):
     )
 
 
+class TaskSpec(BaseModel):
+    """One reasoning-gym task of a mixture (`data.tasks`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="reasoning-gym dataset name")
+    config: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for its create_dataset")
+    weight: float = Field(1.0, gt=0, description="its share of the problems: weight / sum of the weights")
+
+
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     source: Literal["auto", "reasoning_gym", "jsonl", "parquet", "hf", "humaneval"] = Field(
         "auto", description="where problems come from; auto: by path suffix, else hf if name is set, else reasoning_gym"
     )
-    task: str = Field("chain_sum", description="reasoning-gym dataset name whose problems are trained on")
+    task: str | None = Field("chain_sum", description="reasoning-gym dataset name whose problems are trained on")
     task_config: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for reasoning_gym.create_dataset"
+        default_factory=dict,
+        description="keyword arguments for reasoning_gym.create_dataset (on the command line "
+        "data.task_config={...} merges into the recipe's; data.task_config:={...} replaces it, := {} clears it)",
+    )
+    tasks: list[TaskSpec] | None = Field(
+        None,
+        description="several reasoning-gym tasks, a weighted mixture: [{name, config, weight}, ...]; each task's "
+        "exact share of train_size and eval_size, held out per task; replaces task and task_config (set to null, {})",
     )
     path: str | None = Field(None, description="local .jsonl or .parquet file of problems")
     eval_path: str | None = Field(
@@ -95,6 +115,12 @@ class DataConfig(BaseModel):
         None, ge=1, description=f"held-out problems; default {RG_EVAL_SIZE} for reasoning-gym, all rows for files"
     )
     seed: int = Field(0, description="seed for drawing problems (and for subsampling rows when a size is set)")
+    too_long: Literal["error", "filter", "truncate"] = Field(
+        "error",
+        description="prompts longer than the model's positions less the response's (max_position_embeddings - "
+        "max_new_tokens): error (stop, naming the row), filter (drop them, say how many), truncate (cut the start "
+        "of the question, the template kept, until it fits; fast tokenizers)",
+    )
     degenerate_golds: Literal["warn", "drop", "error", "off"] = Field(
         "warn",
         description="gold answers (files and hub data without tests) that math-verify reads as something other "
@@ -135,6 +161,20 @@ class DataConfig(BaseModel):
             raise ValueError(f"source {src!r} needs data.path")
         if src == "hf" and self.name is None:
             raise ValueError("source 'hf' needs data.name (a hub dataset id or a local dataset directory)")
+        if self.tasks is not None:
+            if src != "reasoning_gym":
+                raise ValueError(f"tasks (a reasoning-gym mixture) needs source reasoning_gym, not {src!r}")
+            if not self.tasks:
+                raise ValueError("tasks is empty; name at least one task, or leave tasks unset and use task")
+            names = [t.name for t in self.tasks]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"tasks names {', '.join(dup)} more than once; each task once, with one config")
+            # the mixture replaces the single task (a base recipe's task and task_config are cleared, visibly)
+            object.__setattr__(self, "task", None)
+            object.__setattr__(self, "task_config", {})
+        elif self.task is None and src == "reasoning_gym":
+            raise ValueError("task is null; name a reasoning-gym task (or a mixture in tasks)")
         # bypass validate_assignment: these fill in defaults, they are not user input
         object.__setattr__(self, "source", src)
         if src == "reasoning_gym":
@@ -175,20 +215,120 @@ def load_problems(cfg: DataConfig, tokenizer: Any = None) -> tuple[list[Problem]
     return train, evals
 
 
+# ------------------------------------------------------------ prompts that do not fit the model
+
+
+def _prompt_tokens(p: Problem, tokenizer: Any) -> int:
+    from rlvr.templates import encode_prompts  # the tokens every engine feeds (one BOS)
+
+    return len(encode_prompts(tokenizer, [p])["input_ids"][0])
+
+
+def _where(p: Problem) -> str:
+    meta = p.metadata
+    return f"{meta['source']} row {meta['row']}" if "row" in meta else f"problem {p.id or p.prompt[:40]!r}"
+
+
+def fit_prompts(
+    problems: list[Problem], mode: str, tokenizer: Any, max_new_tokens: int, limit: int | None, what: str
+) -> list[Problem]:
+    """`problems` whose prompt plus `max_new_tokens` fits the model's `limit` positions, as
+    `data.too_long` says: error (rlvr.responses.check_prompt_lengths: one line naming the row),
+    filter (drop the others; one line saying how many and the longest), or truncate (cut the start of
+    each such question, keeping its template, until it fits; one line saying how many). `what` names
+    the set in messages ("training", "held-out")."""
+    from rlvr.responses import check_prompt_lengths
+
+    if limit is None or not problems:
+        return problems
+    if mode == "error":
+        try:
+            check_prompt_lengths(problems, tokenizer, max_new_tokens, limit)
+        except ValueError as e:  # ConfigError: one line naming the row
+            raise _error(f"{e} (data.too_long: filter drops such rows, truncate cuts them)") from None
+        return problems
+    budget = limit - max_new_tokens
+    long = []
+    for p in problems:
+        if len(p.prompt.encode()) + 2 <= budget:  # a token is at least a byte (+ bos, eos): fits for sure
+            continue
+        n = _prompt_tokens(p, tokenizer)
+        if n > budget:
+            long.append((p, n))
+    if not long:
+        return problems
+    why = f"longer than {budget} tokens (the model's {limit} positions less max_new_tokens {max_new_tokens})"
+    worst, n_worst = max(long, key=lambda x: x[1])
+    if mode == "filter":
+        if len(long) == len(problems):
+            raise _error(f"data.too_long=filter: every one of the {len(problems)} {what} prompts is {why}")
+        print(
+            f"rlvr: data.too_long=filter: dropped {len(long)} of {len(problems)} {what} problems whose prompt is "
+            f"{why}; the longest: {_where(worst)} ({n_worst} tokens)",
+            file=sys.stderr,
+        )
+        dropped = {id(p) for p, _ in long}
+        return [p for p in problems if id(p) not in dropped]
+    for p, n in long:
+        _truncate(p, tokenizer, budget, n)
+    print(
+        f"rlvr: data.too_long=truncate: cut the start of {len(long)} of {len(problems)} {what} prompts {why}; "
+        f"the longest: {_where(worst)} ({n_worst} tokens)",
+        file=sys.stderr,
+    )
+    return problems
+
+
+def fit_prompts_for(problems: list[Problem], mode: str, model_path: str, max_new_tokens: int) -> list[Problem]:
+    """`fit_prompts` for the model at `model_path` (its tokenizer and max_position_embeddings): `rlvr eval`
+    and a sweep's eval see the held-out prompts as the run's training did."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    limit = limit if isinstance(limit, int) and limit > 0 else None
+    return fit_prompts(problems, mode, AutoTokenizer.from_pretrained(model_path), max_new_tokens, limit, "held-out")
+
+
+def _truncate(p: Problem, tokenizer: Any, budget: int, n: int) -> None:
+    """Cut tokens off the start of `p`'s question (its template re-applied around the rest) until the
+    prompt is at most `budget` tokens; metadata keeps `question` as cut and `prompt_tokens_before`."""
+    from rlvr.templates import apply_template
+
+    q, template = p.metadata["question"], p.metadata.get("template", "plain")
+    try:
+        offsets = tokenizer(q, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except NotImplementedError:
+        raise _error("data.too_long=truncate needs a fast tokenizer (offsets); use filter or error") from None
+    cut = n - budget  # tokens to drop at least; a re-merge at the cut may need a few more
+    while cut < len(offsets):
+        p.prompt = apply_template(template, q[offsets[cut][0] :], tokenizer)
+        m = _prompt_tokens(p, tokenizer)
+        if m <= budget:
+            p.metadata.update(question=q[offsets[cut][0] :], prompt_tokens_before=n)
+            return
+        cut += m - budget
+    raise _error(
+        f"data: {_where(p)}: data.too_long=truncate cannot fit it: the template alone is more than {budget} tokens"
+    )
+
+
 # ------------------------------------------------------------ reasoning-gym
 
 
 def _reasoning_gym(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     import reasoning_gym.factory as factory
 
-    if cfg.task not in factory.DATASETS:
-        import difflib
+    names = [(f"data.tasks[{i}].name", t.name) for i, t in enumerate(cfg.tasks or [])] or [("data.task", cfg.task)]
+    for key, name in names:
+        if name not in factory.DATASETS:
+            import difflib
 
-        close = difflib.get_close_matches(cfg.task, factory.DATASETS, n=3)
-        raise _error(
-            f"data.task: unknown reasoning-gym task {cfg.task!r}"
-            + (f"; did you mean {', '.join(close)}?" if close else "")
-        )
+            close = difflib.get_close_matches(name, factory.DATASETS, n=3)
+            raise _error(
+                f"{key}: unknown reasoning-gym task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+    if cfg.tasks:
+        return _mixture(cfg)
     try:
         train = reasoning_gym_problems(cfg.task, cfg.task_config, "train", cfg.train_size, cfg.seed)
         evals = reasoning_gym_problems(cfg.task, cfg.task_config, "eval", cfg.eval_size, cfg.seed + 1)
@@ -197,6 +337,22 @@ def _reasoning_gym(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     for p in train + evals:
         p.metadata.update(question=p.prompt, answer=p.answer, tests=None, columns={})
     return train, evals
+
+
+def _mixture(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
+    tasks = [(t.name, t.config, t.weight) for t in cfg.tasks]
+    splits = []
+    for split, size, seed, key in (
+        ("train", cfg.train_size, cfg.seed, "data.train_size"),
+        ("eval", cfg.eval_size, cfg.seed + 1, "data.eval_size"),
+    ):
+        try:
+            splits.append(reasoning_gym_mixture(tasks, split, size, seed))
+        except (TypeError, ValueError, AssertionError) as e:
+            raise _error(f"data.tasks ({key}={size}): {e}") from None
+    for p in splits[0] + splits[1]:
+        p.metadata.update(question=p.prompt, answer=p.answer, tests=None, columns={})
+    return splits[0], splits[1]
 
 
 # ------------------------------------------------------------ files and hub datasets

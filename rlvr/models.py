@@ -9,7 +9,7 @@ import torch
 from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError
 from rlvr.losses import entropy_from_logits, logprobs_from_logits
-from rlvr.tiny import TINY_MODEL, ensure_tiny_model
+from rlvr.tiny import TINY_MODELS, ensure_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -23,9 +23,9 @@ def configure_cpu_threads(n: int) -> None:
 
 
 def resolve_model_path(path: str) -> str:
-    """'tiny' -> the embedded base model's directory (built once, cached); else as is."""
-    if path == TINY_MODEL:
-        return str(ensure_tiny_model())
+    """'tiny' (or 'tiny-hd32') -> the embedded base model's directory (built once, cached); else as is."""
+    if path in TINY_MODELS:
+        return str(ensure_tiny_model(variant=path))
     return path
 
 

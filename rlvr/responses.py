@@ -8,6 +8,7 @@ import torch
 from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError
 from rlvr.tasks import Problem
+from rlvr.templates import encode_prompts
 
 
 def make_batch(
@@ -58,7 +59,7 @@ def check_prompt_lengths(problems: list[Problem], tokenizer, max_new_tokens: int
     for p in problems:
         if len(p.prompt.encode()) + 2 + max_new_tokens <= limit:  # a token is at least a byte (+ bos, eos)
             continue
-        n = len(tokenizer(p.prompt, add_special_tokens=True)["input_ids"])
+        n = len(encode_prompts(tokenizer, [p])["input_ids"][0])
         if n + max_new_tokens > limit:
             meta = p.metadata
             where = f"{meta['source']} row {meta['row']}" if "row" in meta else f"problem {p.id or p.prompt[:40]!r}"

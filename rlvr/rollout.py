@@ -18,6 +18,7 @@ from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError
 from rlvr.responses import check_prompt_lengths, make_batch, model_max_length  # noqa: F401  (re-exported)
 from rlvr.tasks import Problem
+from rlvr.templates import encode_prompts
 
 
 @dataclass
@@ -51,9 +52,8 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
         tok = self.tokenizer
-        prompts = [p.prompt for p in problems]
         check_prompt_lengths(problems, tok, sampling.max_new_tokens, model_max_length(self.model))
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+        enc = encode_prompts(tok, problems, return_tensors="pt", padding=True)  # one BOS, as the model was trained
         P = enc["input_ids"].shape[1]
         device = next(self.model.parameters()).device
         ids = enc["input_ids"].repeat_interleave(n, 0)  # [B, P]
@@ -93,12 +93,21 @@ class HFEngine:
         return make_batch(ids, att, resp, problems, n, tok)
 
 
-def build_engine(name: str, model: torch.nn.Module, tokenizer, *, batch_size: int = 256) -> RolloutEngine:
-    """The rollout engine `name`: `hf`, or `vllm` (one clear line when vllm is not installed)."""
+def build_engine(
+    name: str,
+    model: torch.nn.Module,
+    tokenizer,
+    *,
+    batch_size: int = 256,
+    vllm_memory: float | None = None,
+    vllm_sleep: bool = False,
+) -> RolloutEngine:
+    """The rollout engine `name`: `hf`, or `vllm` (one clear line when vllm is not installed), with vLLM's
+    GPU memory options (rollout.vllm_memory, rollout.vllm_sleep; config.check_run refuses them for hf)."""
     if name == "hf":
         return HFEngine(model, tokenizer, batch_size=batch_size)
     if name == "vllm":
         from rlvr.vllm_engine import VLLMEngine  # vllm is an optional extra: imported only when selected
 
-        return VLLMEngine(model, tokenizer)
+        return VLLMEngine(model, tokenizer, gpu_memory_utilization=vllm_memory, sleep=vllm_sleep)
     raise ConfigError(f"rollout.engine: unknown engine {name!r} (known: hf, vllm)")

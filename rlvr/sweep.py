@@ -23,6 +23,9 @@ PPO's critic_lr under `algorithm:`), and differs from it only by
 `algorithms[X]`, the other axes, `overrides`, and output_dir. A recipe chosen for X
 must train X. Every cell's config is resolved and validated before the first runs.
 
+The training run's own full eval is off in every cell (`eval.full=false`; a sweep file
+asking for it is refused): the sweep's eval after training is each model's one full eval.
+
 Each cell gets a directory named by its settings. A cell whose eval is written
 is skipped on a rerun; a cell whose training stopped resumes from its latest
 checkpoint (or restarts), and a trained cell without an eval is only evaluated.
@@ -104,7 +107,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             raise ConfigError(f"{p}: recipes.{name}: recipe not found: {path}")
         recipes[name] = str(path)
     for o in overrides:
-        key = o.partition("=")[0].strip()
+        key = o.partition("=")[0].strip().removesuffix(":")  # key:=value replaces a mapping whole
         if "=" not in o or not key:
             raise ConfigError(f"sweep override {o!r}: expected dotted.key=value (e.g. train.steps=2)")
         axis = "seed" if key == "train.seed" and "seed" in sweep.axes else key if key in sweep.axes else None
@@ -112,6 +115,14 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             where = f"axes.{axis}" if axis else "output_dir"
             raise ConfigError(f"sweep override {o!r}: {key} is the sweep's own ({where} in {p}); change it there")
     sweep = sweep.model_copy(update={"recipes": recipes, "overrides": [*sweep.overrides, *overrides]})
+    full = [o for o in sweep.overrides if o.partition("=")[0].strip().removesuffix(":") == "eval.full"] + (
+        ["axes.eval.full"] if "eval.full" in sweep.axes else []
+    )
+    if any(o == "axes.eval.full" or yaml.safe_load(o.partition("=")[2]) is not False for o in full):
+        raise ConfigError(
+            f"{p}: {full[0]}: the sweep evaluates every cell after training itself (its eval: section), so the "
+            "training run's full eval is off in every cell (eval.full=false); set the sweep's eval: instead"
+        )
     for settings in cells(sweep):  # fail before the first cell, not at the fifth
         try:
             raw, source = cell_recipe(sweep, base, settings)
@@ -177,8 +188,11 @@ def write_cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any], 
 
 
 def cell_overrides(sweep: SweepConfig, settings: dict[str, Any], out: Path) -> list[str]:
-    """Dotted overrides that turn the cell recipe into this cell."""
-    ov = list(sweep.overrides)
+    """Dotted overrides that turn the cell recipe into this cell. The trainer's full eval is off
+    (`eval.full=false`): the sweep evaluates every cell itself after training (its `eval:` settings),
+    into the same `eval/` directory, so each model is evaluated once; a recipe's `eval.full: true`
+    (the paper recipes') would sample every model twice at n = 256."""
+    ov = [*sweep.overrides, "eval.full=false"]
     for k, v in settings.items():
         if k == "algorithm":
             continue
@@ -201,8 +215,15 @@ def cell_state(out: Path) -> str:
 
 
 def run_sweep(
-    path: str | Path, *, launcher: str = "inprocess", only: int | None = None, overrides: list[str] | None = None
+    path: str | Path,
+    *,
+    launcher: str = "inprocess",
+    only: int | None = None,
+    overrides: list[str] | None = None,
+    imports: list[str] | None = None,
 ) -> list[Path]:
+    """Run (or print) every cell. `imports`: the modules `rlvr sweep --import` imported in this process
+    (rlvr/plugins.py), passed on to every cell's train and eval command."""
     sweep, base = load_sweep(path, overrides or [])
     root = Path(sweep.output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -219,7 +240,7 @@ def run_sweep(
             continue
         recipe = write_cell_recipe(sweep, base, settings, out)
         if launcher == "print":
-            print("\n".join(launch_commands(sweep, recipe, overrides, out)))
+            print("\n".join(launch_commands(sweep, recipe, overrides, out, imports)))
             continue
         (out / "cell.json").write_text(
             json.dumps(
@@ -227,14 +248,24 @@ def run_sweep(
                 indent=1,
             )
         )
-        t0 = time.time()
-        if launcher == "accelerate":
-            for cmd in launch_commands(sweep, recipe, overrides, out)[1 if state == "trained" else 0 :]:
-                subprocess.run(shlex.split(cmd), check=True)
-        else:
-            run_cell_inprocess(sweep, recipe, overrides, out, train=state != "trained")
+        t0, ended = time.time(), "stopped"
+        try:
+            if launcher == "accelerate":
+                for cmd in launch_commands(sweep, recipe, overrides, out, imports)[1 if state == "trained" else 0 :]:
+                    subprocess.run(shlex.split(cmd), check=True)
+            else:
+                run_cell_inprocess(sweep, recipe, overrides, out, train=state != "trained")
+            ended = "done"
+        finally:  # a stopped session's time counts too: the cell's wall time is the sum of its sessions
+            log_session(out, state, time.time() - t0, ended)
         (out / DONE).write_text(json.dumps({"settings": settings, "last_session_s": time.time() - t0}))
     return dirs
+
+
+def log_session(out: Path, state: str, seconds: float, ended: str) -> None:
+    """Append one line to the cell's sessions.jsonl (`rlvr report` sums them into its wall time)."""
+    with open(out / "sessions.jsonl", "a") as f:
+        f.write(json.dumps({"state": state, "seconds": round(seconds, 3), "ended": ended}) + "\n")
 
 
 def eval_overrides(sweep: SweepConfig) -> dict[str, Any]:
@@ -247,10 +278,13 @@ def eval_args(sweep: SweepConfig) -> list[str]:
     return to_arguments(eval_overrides(sweep))
 
 
-def launch_commands(sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path) -> list[str]:
+def launch_commands(
+    sweep: SweepConfig, recipe: Path, overrides: list[str], out: Path, imports: list[str] | None = None
+) -> list[str]:
     acc = f"--config_file {sweep.accelerate_config} " if sweep.accelerate_config else ""
-    train = f"accelerate launch {acc}-m rlvr train {recipe} " + " ".join(shlex.quote(o) for o in overrides)
-    ev = f"{sys.executable} -m rlvr eval --model {out / 'final'} --label {out.name} " + " ".join(eval_args(sweep))
+    imp = "".join(f"--import {shlex.quote(m)} " for m in imports or [])  # the sweep's plugins, in every cell
+    train = f"accelerate launch {acc}-m rlvr train {imp}{recipe} " + " ".join(shlex.quote(o) for o in overrides)
+    ev = f"{sys.executable} -m rlvr eval {imp}--model {out / 'final'} --label {out.name} " + " ".join(eval_args(sweep))
     return [train, ev]
 
 

@@ -12,6 +12,13 @@ config, not of the model.
 * `r1`: DeepSeek-R1-Zero's template (Guo et al. 2025, Table 1): reasoning in
   <think> </think>, the answer in <answer> </answer>.
 * `chat`: the tokenizer's own chat template, with the question as the user turn.
+
+Tokenizing a prompt (`encode_prompts`, the one call every engine and the length check use)
+follows how the model was trained: text the chat template wrote is tokenized without the
+tokenizer's special tokens (the template writes its own, `{{ bos_token }}`: a Llama-style
+tokenizer that adds BOS as well would start the prompt with two), as TRL and vLLM tokenize
+templated text (`apply_chat_template(tokenize=True)`); any other template's text is raw text,
+tokenized with the tokenizer's default (BOS added where the tokenizer adds one).
 """
 
 from __future__ import annotations
@@ -66,7 +73,27 @@ def apply_template(name: str, question: str, tokenizer: Any = None) -> str:
                 "data.template: 'chat' but the model's tokenizer has no chat template; "
                 f"use one of: {', '.join(t for t in TEMPLATES if t != 'chat')}"
             )
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
+        return tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
     return TEMPLATES[name].format(question=question)
+
+
+def chat_messages(question: str) -> list[dict[str, str]]:
+    """The conversation `chat` renders: the question as the one user turn (also what a TRL reward
+    function receives as a conversational prompt)."""
+    return [{"role": "user", "content": question}]
+
+
+def adds_special_tokens(problem: Any) -> bool:
+    """Whether `problem`'s prompt text is tokenized with the tokenizer's special tokens: not when the
+    chat template wrote it (it holds its own BOS), else the tokenizer's default (True)."""
+    return problem.metadata.get("template") != "chat"
+
+
+def encode_prompts(tokenizer: Any, problems: list[Any], **kwargs: Any) -> Any:
+    """`tokenizer(prompts, **kwargs)` for the problems' prompt texts, special tokens added or not as
+    `adds_special_tokens` says. One batch has one template; a mix is refused (ValueError)."""
+    flags = {adds_special_tokens(p) for p in problems}
+    if len(flags) > 1:
+        raise ValueError("encode_prompts: one batch mixes chat-templated and raw prompts")
+    add = flags.pop() if flags else True
+    return tokenizer([p.prompt for p in problems], add_special_tokens=add, **kwargs)

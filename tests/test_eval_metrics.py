@@ -12,16 +12,19 @@ from rlvr.eval.metrics import (
     HISTOGRAM_BINS,
     accuracy_histogram,
     bootstrap_pass_at_k,
+    bootstrap_pass_at_k_combination,
     cover_at_tau,
     coverage,
     crossover_k,
+    crossover_k_from_counts,
+    interval_name,
     maj_at_k,
     pass_at_k_diff_ci,
     sampling_efficiency_gap,
     standard_error,
     summarize_samples,
 )
-from rlvr.eval.passk import mean_pass_at_k
+from rlvr.eval.passk import mean_pass_at_k, pass_at_k_curve
 
 # ----------------------------------------------------------------------------- bootstrap
 
@@ -57,7 +60,7 @@ def test_one_level_bootstrap_of_a_half_solved_set():
     # 100 problems, half always solved, half never: pass@1 = 0.5. A replicate's mean is
     # Binomial(100, 0.5) / 100, sd 0.05, so the 95% interval is about 0.5 +- 1.96 * 0.05.
     c = np.array([4] * 50 + [0] * 50)
-    mean, lo, hi = bootstrap_pass_at_k(4, c, [1], resamples=4000, seed=1)[1]
+    mean, lo, hi = bootstrap_pass_at_k(4, c, [1], resamples=4000, seed=1, two_level=False)[1]
     assert mean == 0.5
     assert lo == pytest.approx(0.5 - 1.96 * 0.05, abs=0.015)
     assert hi == pytest.approx(0.5 + 1.96 * 0.05, abs=0.015)
@@ -68,12 +71,32 @@ def test_two_level_adds_within_problem_noise_identical_problems():
     # one-level interval). Resampling outcomes: pass@1 replicate = mean of 50 Binomial(4, 0.5)/4,
     # variance (0.5 * 0.5 / 4) / 50 = 0.00125, so the interval is 0.5 +- 1.96 * sqrt(0.00125).
     c = np.full(50, 2)
-    _, lo1, hi1 = bootstrap_pass_at_k(4, c, [1], resamples=2000)[1]
+    _, lo1, hi1 = bootstrap_pass_at_k(4, c, [1], resamples=2000, two_level=False)[1]
     assert lo1 == hi1 == 0.5
     _, lo2, hi2 = bootstrap_pass_at_k(4, c, [1], resamples=2000, two_level=True)[1]
     half = 1.96 * math.sqrt(0.00125)  # 0.069
     assert lo2 == pytest.approx(0.5 - half, abs=0.015)
     assert hi2 == pytest.approx(0.5 + half, abs=0.015)
+
+
+def test_two_level_is_the_default_everywhere():
+    c, c2 = _counts(), _counts(seed=4)
+    assert bootstrap_pass_at_k(8, c, [1, 4], resamples=200) == bootstrap_pass_at_k(
+        8, c, [1, 4], resamples=200, two_level=True
+    )
+    assert bootstrap_pass_at_k(8, c, [1], resamples=200) != bootstrap_pass_at_k(
+        8, c, [1], resamples=200, two_level=False
+    )
+    assert pass_at_k_diff_ci(8, c, 8, c2, 4, 1, resamples=200) == pass_at_k_diff_ci(
+        8, c, 8, c2, 4, 1, resamples=200, two_level=True
+    )
+    assert pass_at_k_diff_ci(8, c, 8, c2, 4, 1, resamples=200) != pass_at_k_diff_ci(
+        8, c, 8, c2, 4, 1, resamples=200, two_level=False
+    )
+    got = sampling_efficiency_gap(8, c, 8, c2, K=8, resamples=200)
+    want = sampling_efficiency_gap(8, c, 8, c2, K=8, resamples=200, two_level=True)
+    assert (got["lo"], got["hi"]) == (want["lo"], want["hi"])
+    assert "two-level" in interval_name() and "one-level" in interval_name(False) and "95% CI" in interval_name()
 
 
 def test_two_level_at_least_as_wide_on_average_with_small_n():
@@ -125,12 +148,12 @@ def test_standard_error_by_hand():
 
 def test_diff_ci_paired():
     c = _counts()
-    # the same results on both sides: every paired replicate is exactly 0
-    assert pass_at_k_diff_ci(8, c, 8, c, 1, 1) == (0.0, 0.0, 0.0)
+    # the same results on both sides: every paired (one-level) replicate is exactly 0
+    assert pass_at_k_diff_ci(8, c, 8, c, 1, 1, two_level=False) == (0.0, 0.0, 0.0)
     # B = A shifted by one correct sample on every problem: pass@1 differs by exactly 1/8 on
     # each problem, so every paired replicate is -1/8 too
     c_a = np.minimum(c, 7)
-    diff, lo, hi = pass_at_k_diff_ci(8, c_a, 8, c_a + 1, 1, 1)
+    diff, lo, hi = pass_at_k_diff_ci(8, c_a, 8, c_a + 1, 1, 1, two_level=False)
     assert (diff, lo, hi) == pytest.approx((-1 / 8, -1 / 8, -1 / 8), abs=1e-12)
     # pass@8 vs pass@1 on the same data: the difference and an interval around it
     diff, lo, hi = pass_at_k_diff_ci(8, c, 8, c, 8, 1, resamples=500)
@@ -138,6 +161,38 @@ def test_diff_ci_paired():
     assert lo < diff < hi
     with pytest.raises(ValueError, match="same problems"):
         pass_at_k_diff_ci(8, c, 8, c[:-1], 1, 1)
+
+
+def test_combination_of_one_model_is_its_bootstrap():
+    c = _counts()
+    for two_level in (False, True):
+        want = bootstrap_pass_at_k(8, c, [1, 2, 8], resamples=300, seed=5, two_level=two_level)
+        got = bootstrap_pass_at_k_combination([(8, c, [1, 2, 8], 1.0)], resamples=300, seed=5, two_level=two_level)
+        assert got == list(want.values())
+
+
+def test_combination_seed_mean_and_dse_of_the_mean():
+    c1, c2, base = _counts(seed=1), _counts(seed=2), _counts(seed=9)
+    # the mean of two seeds at k = 1, 4: the estimate is the mean of their pass@k
+    got = bootstrap_pass_at_k_combination([(8, c1, [1, 4], 0.5), (8, c2, [1, 4], 0.5)], resamples=300)
+    for (est, lo, hi), k in zip(got, (1, 4), strict=True):
+        assert est == pytest.approx((mean_pass_at_k(8, c1, k) + mean_pass_at_k(8, c2, k)) / 2)
+        assert 0.0 <= lo < est < hi <= 1.0
+    # two identical seeds, one level: the same replicates as one model (same problem draws)
+    same = bootstrap_pass_at_k_combination([(8, c1, [1], 0.5), (8, c1, [1], 0.5)], resamples=300, two_level=False)
+    assert same[0] == pytest.approx(bootstrap_pass_at_k(8, c1, [1], resamples=300, two_level=False)[1])
+    # dSE of the seed mean = base pass@8 - mean of the seeds' pass@1, clipped to [-1, 1]
+    ((d, lo, hi),) = bootstrap_pass_at_k_combination(
+        [(8, base, [8], 1.0), (8, c1, [1], -0.5), (8, c2, [1], -0.5)], resamples=300
+    )
+    assert d == pytest.approx(mean_pass_at_k(8, base, 8) - (mean_pass_at_k(8, c1, 1) + mean_pass_at_k(8, c2, 1)) / 2)
+    assert -1.0 <= lo < d < hi <= 1.0
+    with pytest.raises(ValueError, match="same problems"):
+        bootstrap_pass_at_k_combination([(8, c1, [1], 1.0), (8, c1[:-1], [1], -1.0)])
+    with pytest.raises(ValueError, match="as many ks"):
+        bootstrap_pass_at_k_combination([(8, c1, [1], 1.0), (8, c2, [1, 2], -1.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_pass_at_k_combination([])
 
 
 # ----------------------------------------------------------------------------- dSE and k*
@@ -183,6 +238,20 @@ def test_crossover_touch_counts_as_crossing():
     # a float-rounding tie is a tie: 0.1 + 0.2 != 0.3 in floats
     assert crossover_k({1: 0.1 + 0.2, 2: 0.5}, {1: 0.3, 2: 0.4}) == 1
     assert crossover_k({1: 0.3 - 1e-6, 2: 0.5}, {1: 0.3, 2: 0.4}) == 2
+
+
+def test_crossover_from_counts_reads_every_k_not_powers_of_two():
+    # base: every problem 1 correct of 16, pass@k = k/16; model: 6 of 20 problems always right, 0.3 at every k.
+    # The curves cross at k = 5 (5/16 = 0.3125 >= 0.3 > 4/16); on the grid 1, 2, 4, 8, 16 the first k is 8.
+    base_c, model_c = [1] * 20, [16] * 6 + [0] * 14
+    assert crossover_k_from_counts(16, base_c, 16, model_c) == 5
+    assert crossover_k(pass_at_k_curve(16, base_c), pass_at_k_curve(16, model_c)) == 8  # what the grid says
+    # per-problem n: every k up to the smallest n of both
+    assert crossover_k_from_counts([16] * 19 + [5], base_c, 16, model_c) == 5
+    assert crossover_k_from_counts([16] * 19 + [4], base_c, 16, model_c) is None  # k = 5 is past n = 4
+    assert crossover_k_from_counts(16, base_c, 16, [0] * 20) == 1
+    with pytest.raises(ValueError, match="same problems"):
+        crossover_k_from_counts(16, base_c, 16, model_c[:-1])
 
 
 def test_crossover_uses_common_ks_and_accepts_bootstrap_tuples():

@@ -146,6 +146,149 @@ def test_text_answers_are_compared_as_words():
     assert verify_math("x", "\\boxed{x}") == 1.0  # a letter is math, not a word
 
 
+# ------------------------------------------------------------ each distinct answer of a problem graded once (issue 14)
+
+
+ENDINGS = [  # X: the answer; common endings, then ones where math-verify reads past or around the last box
+    "So the final answer is \\boxed{X}.",
+    "Therefore, the final answer is $\\boxed{X}$.",  # two patterns' matches end at the same place
+    "Thus $\\boxed{X}$.",
+    "Hence\n\\[\n\\boxed{X}\n\\]",
+    "**Final Answer**\n\\[ \\boxed{X} \\]",
+    "so $x = \\boxed{X}$",
+    "We first guess \\boxed{0}, but checking all the cases again carefully gives \\boxed{X}.",
+    "\\boxed{X}, \\boxed{X}",
+    "$\\boxed{X}$ and $\\boxed{1}$",
+    "\\boxed{X}. Hmm, the final answer is $7$.",
+    "The final answer is $\\boxed{X}$. I hope it is correct.",
+    "The final answer is $3$. I hope it is correct. Actually \\boxed{X}",
+    "$\\boxed{X}$ percent",
+    "Answer: \\boxed{X} \\quad (\\text{with } \\frac{1}{2})",
+    "The answer is \\boxed{\\frac{3}{}}. Otherwise $X$.",  # a box that does not convert: read on to $X$
+    "\\fbox{X}",
+    "\\boxed{X",
+]
+PREFIXES = ["", "We have $a = 2$ and $b^2 = 9$, so $b = 3$. ", "First, 12 + 5 = 17.\n\n", "Note $\\frac{1}{2}$. "]
+
+
+def reference(gold: str, answer: str) -> float:
+    """math_accuracy's grade of one sample before issue 14, in-process: math-verify's
+    verify(parse(gold), parse(answer)) on math_answer's text (text golds against a boxed text: as words)."""
+    from math_verify import parse, verify
+
+    from rlvr.rewards import last_boxed
+    from rlvr.rewards.mathgrade import _parse_gold, _words
+
+    want, boxed = _words(gold), last_boxed(answer)
+    if want is not None and boxed is not None and _words(boxed, any_letters=True) is not None:
+        return float(_words(boxed, any_letters=True) == want)
+    return float(verify(_parse_gold(gold), parse(answer, parsing_timeout=None), timeout_seconds=None))
+
+
+def corpus(every: int, endings: list[str], answers: int = 2) -> list[tuple[str, list[str]]]:
+    """(gold, completions) per problem: right and wrong renderings of the answer set's golds (one row in
+    `every`: integers, fractions, words, lists, intervals...) in each ending, after each reasoning."""
+    rows = [json.loads(line) for line in ANSWERS.read_text().splitlines() if line.strip()][::every]
+    out = []
+    for r in rows:
+        said = r["correct"][:answers] + r["wrong"][:answers]
+        out.append((r["gold"], [p + e.replace("X", a) for a in said for e in endings for p in PREFIXES]))
+    return out
+
+
+def test_first_match_is_the_one_math_verify_tries_first(monkeypatch):
+    """`_first_match` (the key) finds the match math-verify's own parse() hands to its converter first,
+    and `_parse` reads what parse() reads."""
+    import math_verify.parser as mv
+
+    from rlvr.rewards.mathgrade import _first_match, _parse
+
+    targets = [mv.LatexExtractionConfig(), mv.ExprExtractionConfig()]  # parse()'s default
+    patterns = [p for ps, _ in mv.get_extraction_regexes(targets) for p, _ in ps]
+    tried = []
+    real = mv.extract_match
+    monkeypatch.setattr(mv, "extract_match", lambda m, t: tried.append(m) or real(m, t))
+    texts = [p + e.replace("X", a) for p in PREFIXES for e in ENDINGS for a in ("\\frac{7}{2}", "[0, 1)")]
+    texts += ["no math at all", "it is 5, or 6", "Answer: $x=2$", "final answer is 3. I hope so", "$$\\boxed{2}$$"]
+    for text in texts:
+        tried.clear()
+        parsed = mv.parse(text, parsing_timeout=None)
+        calls = list(tried)
+        mine, shared = _parse(text)  # the one pass grade_answer runs
+        assert repr(mine) == repr(parsed) and [type(x) for x in mine] == [type(x) for x in parsed], text
+        assert shared == (len(calls) == 1 and any(not isinstance(x, str) for x in parsed)), text  # 1st converted
+        first = _first_match(text)
+        if not calls:
+            assert first is None, text
+            continue
+        assert first is not None, text
+        assert first[1] == {k: v for k, v in calls[0].groupdict().items() if v is not None}, text
+        assert patterns[first[0]] is calls[0].re, text
+
+
+def grade_problems(problems: list[tuple[str, list[str]]], template: str = "qwen-boxed"):
+    """Each problem's completions as one batch through math_accuracy: (scores per problem, grades run, samples)."""
+    reward = build_reward(
+        RewardConfig(functions=[{"name": "math_accuracy"}], workers=2, timeout=30),
+        DataConfig(path="m.jsonl", template=template),
+    )
+    math = reward.components[0][2]
+    try:
+        out = []
+        for gold, completions in problems:
+            _, parts = reward.detailed([problem(gold)] * len(completions), completions)
+            assert parts["math_accuracy"].errors == 0 and parts["math_accuracy"].timeouts == 0
+            out.append(parts["math_accuracy"].scores)
+        return out, math.grades.graded, math.grades.asked
+    finally:
+        reward.close()
+
+
+def check_against_math_verify(problems, template: str = "qwen-boxed"):
+    from rlvr.rewards import answer_style
+
+    scores, graded, asked = grade_problems(problems, template)
+    differ = []
+    for (gold, completions), got in zip(problems, scores, strict=True):
+        for c, s in zip(completions, got, strict=True):
+            answer = math_answer(c, answer_style(template))
+            if s != (reference(gold, answer) if answer else 0.0):
+                differ.append((gold, c, s))
+    assert differ == []
+    return graded, asked
+
+
+def test_deduplicated_grades_equal_math_verify_sample_by_sample():
+    """Every sample's grade is math-verify's on that sample alone, while far fewer grades are run."""
+    graded, asked = check_against_math_verify(corpus(52, ENDINGS, answers=1))
+    assert graded < 0.5 * asked, (graded, asked)
+
+
+def test_a_key_whose_first_match_does_not_convert_is_graded_text_by_text():
+    """`\\boxed{\\frac{3}{}}` does not convert, so math-verify reads on to `$X$`: one key, different grades."""
+    gold = "5"
+    completions = [f"{p}The answer is \\boxed{{\\frac{{3}}{{}}}}. Otherwise ${x}$." for p in PREFIXES for x in "5678"]
+    (scores,), graded, asked = grade_problems([(gold, completions)])
+    assert scores == [float(c.endswith("$5$.")) for c in completions]
+    assert graded > len({c.split("Otherwise")[1] for c in completions})
+
+
+def test_text_golds_key_on_the_boxed_words():
+    """Against a text gold the last box's words decide, also where math-verify's first match is elsewhere."""
+    said = ("yes", "no", "YES", "on", "Yes.")
+    completions = [f"So \\boxed{{{a}}}. Hmm, the final answer is $7$." for a in said]
+    (scores,), _, _ = grade_problems([("Yes", completions)])
+    assert scores == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_deduplicated_grades_equal_math_verify_on_the_whole_answer_set():
+    # math-verify spends minutes on `$\\boxed{2^{n-1}}$ percent` (a symbolic percentage), before and now alike
+    check_against_math_verify(corpus(1, [e for e in ENDINGS if "percent" not in e]))
+    check_against_math_verify(corpus(3, ["<think>a</think> <answer>X</answer>", "<answer>$X$</answer>"]), "r1")
+    check_against_math_verify(corpus(1, ENDINGS[:5], answers=3), "r1")  # a boxed answer in the tag
+
+
 # ------------------------------------------------------------ degenerate golds at data load
 
 

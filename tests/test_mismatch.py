@@ -121,6 +121,11 @@ OPTIONS = {  # each algorithm with the loss terms the weighting must leave alone
     "reinforce_pp": dict(kl_coef=0.05, kl_in="reward", loss_agg="seq-mean-token-sum-norm"),
     "remax": dict(),
     "ppo": dict(value_clip=0.1, vf_coef=0.5),
+    "gpg": dict(
+        policy_loss="ppo"
+    ),  # the reference below is the PPO-clipped loss; GPG's own loss: test_algorithms_extra
+    "opo": dict(),
+    "passk": dict(estimator="max"),
 }
 
 

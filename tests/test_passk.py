@@ -115,3 +115,24 @@ def test_public_import_path():
     from rlvr.eval import coverage, crossover_k, pass_at_k, sampling_efficiency_gap  # noqa: F401
 
     assert pass_at_k(4, 1, 1) == 0.25
+
+
+def test_all_ks_match_the_estimator_at_each_k():
+    from rlvr.eval.passk import pass_at_k_all
+
+    rng = np.random.default_rng(0)
+    n = rng.integers(3, 20, 50)
+    c = rng.binomial(n, rng.random(50))
+    curve = pass_at_k_all(n, c)
+    assert list(curve) == list(range(1, int(n.min()) + 1))  # every k up to the smallest n
+    for k, v in curve.items():
+        assert v == pytest.approx(
+            np.mean([_brute_force(int(ni), int(ci), k) for ni, ci in zip(n, c, strict=True)]), abs=1e-12
+        )
+    big = pass_at_k_all(256, [0, 1, 5, 128, 255, 256])
+    for k in (1, 2, 100, 255, 256):
+        assert big[k] == pytest.approx(mean_pass_at_k(256, np.array([0, 1, 5, 128, 255, 256]), k), abs=1e-12)
+    with pytest.raises(ValueError, match="c must satisfy"):
+        pass_at_k_all(4, [5])
+    with pytest.raises(ValueError, match="at least one"):
+        pass_at_k_all(4, np.array([], dtype=int))

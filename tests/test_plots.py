@@ -98,3 +98,49 @@ def test_plot_metric_vs_step(tmp_path):
         "test pass@1": [(150, 0.251), (300, 0.262), (450, 0.27)],
     }
     _read_png(plot_metric_vs_step(series, tmp_path / "steps.png", "accuracy"))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The Figure each plot saves, to read its data back."""
+    import rlvr.eval.plots as plots
+
+    saved = []
+    real = plots._save
+
+    def save(fig, path):
+        saved.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return saved
+
+
+def test_pass_at_k_is_drawn_in_points_with_bands(tmp_path, figures):
+    from matplotlib.collections import PolyCollection
+
+    curves = {"base": {1: (0.2, 0.1, 0.3), 2: (0.4, 0.3, 0.5)}, "GRPO": {1: 0.5, 2: 0.55}}
+    plot_pass_at_k(curves, tmp_path / "p.png")
+    ax = figures[-1].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["base"].get_ydata()) == pytest.approx([20.0, 40.0])
+    assert list(lines["GRPO"].get_ydata()) == pytest.approx([50.0, 55.0])
+    assert "%" in ax.get_ylabel() and ax.get_ylim()[1] > 100
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]  # the base's CI band, in points
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(10.0) and ys.max() == pytest.approx(50.0)
+
+
+def test_dse_bars_in_points_with_intervals_and_K(tmp_path, figures):
+    plot_dse_bars(
+        {"GRPO": (0.432, 0.40, 0.46), "PPO": 0.423}, tmp_path / "d.png", K=16, interval="95% CI, two-level bootstrap"
+    )
+    ax = figures[-1].axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([43.2, 42.3])
+    assert "points" in ax.get_ylabel()
+    title = ax.get_title()
+    assert "K = 16" in title and "pass@16(base)" in title and "two-level bootstrap" in title
+    (err,) = [c for c in ax.collections]  # one error bar: GRPO's (PPO has no interval)
+    (seg,) = err.get_segments()
+    assert sorted(seg[:, 1]) == pytest.approx([40.0, 46.0])
+    assert [t.get_text() for t in ax.texts] == ["43.2", "42.3"]

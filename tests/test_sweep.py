@@ -256,19 +256,28 @@ def test_report_aggregates_cell_metrics_over_seeds(sweep_run, capsys):
         lost = [m["comparison"]["coverage"]["base_only"] for m in ms]
         r = rows[f"algorithm={algo}"]
         assert int(r["seeds"]) == 2
-        for name, vals in (
-            ("pass@1", p1),
-            ("pass@2", p2),
-            ("base pass@2", base2),
-            ("dSE", dse),
-            ("gained", gained),
-            ("lost", lost),
+        for name, vals, scale in (  # pass@k and dSE in points
+            ("pass@1 (points)", p1, 100),
+            ("pass@2 (points)", p2, 100),
+            ("base pass@2 (points)", base2, 100),
+            ("dSE (points)", dse, 100),
+            ("gained", gained, 1),
+            ("lost", lost, 1),
         ):
-            assert float(r[name]) == pytest.approx(np.mean(vals)), (algo, name)
-            assert float(r[name + " sd"]) == pytest.approx(np.std(vals, ddof=1)), (algo, name)
-        known = [k for k in kstar if k is not None]  # k* = None (never crosses) is left out of the mean
-        assert (float(r["k*"]) if r["k*"] else None) == (pytest.approx(np.mean(known)) if known else None)
-        assert float(r["wall time (s)"]) > 0
+            sd_name = name.replace(" (points)", " sd (points)") if "points" in name else name + " sd"
+            assert float(r[name]) == pytest.approx(scale * np.mean(vals), abs=1e-3), (algo, name)
+            assert float(r[sd_name]) == pytest.approx(scale * np.std(vals, ddof=1), abs=1e-3), (algo, name)
+        assert r["k*"] == " / ".join("none" if k is None else str(k) for k in kstar)  # each seed's, an integer
+        lo, hi = float(r["dSE CI lo (points)"]), float(r["dSE CI hi (points)"])
+        assert lo <= 100 * np.mean(dse) <= hi
+        # every session of a cell counts: rloo-seed0 was interrupted once, rloo-seed1 stopped in its eval once
+        sessions = {
+            s: [json.loads(l)["seconds"] for l in (out / f"{algo}-seed{s}" / "sessions.jsonl").read_text().splitlines()]
+            for s in (0, 1)
+        }
+        if algo == "rloo":
+            assert [len(v) for v in sessions.values()] == [2, 2], sessions
+        assert float(r["wall time (s)"]) == pytest.approx(np.mean([sum(v) for v in sessions.values()]), abs=1e-3)
         for m in ms:  # dSE = pass@K(base) - pass@1(cell), K = n = 2
             assert m["comparison"]["K"] == 2
             assert m["comparison"]["dse"]["dse"] == pytest.approx(
@@ -278,7 +287,7 @@ def test_report_aggregates_cell_metrics_over_seeds(sweep_run, capsys):
         assert f"{100 * np.mean(p1):.1f} ± {100 * np.std(p1, ddof=1):.1f}" in line
         assert f"{100 * np.mean(dse):.1f} ± {100 * np.std(dse, ddof=1):.1f}" in line
     # the two seeds trained different models: the sd is not trivially zero everywhere
-    assert any(float(r[k]) > 0 for r in rows.values() for k in ("pass@1 sd", "dSE sd"))
+    assert any(float(r[k]) > 0 for r in rows.values() for k in ("pass@1 sd (points)", "dSE sd (points)"))
 
 
 def test_half_finished_cell_only_runs_its_eval(sweep_run, tmp_path, monkeypatch):
@@ -452,10 +461,10 @@ def test_empty_axis_is_an_error(tmp_path, capsys, random_model):
     assert "axes.seed has no values" in capsys.readouterr().err
 
 
-def test_report_on_a_directory_without_finished_cells(tmp_path):
+def test_report_on_a_directory_without_finished_cells(tmp_path, capsys):
     (tmp_path / "cell").mkdir()
-    with pytest.raises(FileNotFoundError, match="no finished cells"):
-        cli(["report", tmp_path])
+    assert cli(["report", tmp_path]) == 2  # one line, no traceback (more in test_report.py)
+    assert "not a sweep directory" in capsys.readouterr().err
 
 
 def test_cells_and_names():
@@ -503,7 +512,7 @@ def resolved(cfg) -> dict:
 # arguments of `rlvr eval`, not keys of the training config).
 SWEEPS = {
     "six_algorithms_tiny": ("tiny", {"output_dir", "train.seed", "eval.full"}),
-    "six_algorithms_paper": ("paper", {"output_dir", "train.seed"}),
+    "six_algorithms_paper": ("paper", {"output_dir", "train.seed", "eval.full"}),
 }
 SWEEP_CELLS = [
     (s, a)
@@ -542,9 +551,45 @@ def test_sweep_cell_resolves_to_the_algorithms_own_recipe(tmp_path, sweep_name, 
         assert differ <= allowed, {k: (cell[k], own[k]) for k in differ - allowed}
         assert cell["output_dir"] == str(out) and cell["train.seed"] == settings["seed"]
         if "eval.full" in allowed:
-            assert cell["eval.full"] is False  # the sweep's overrides: [eval.full=false]
+            assert cell["eval.full"] is False  # the sweep's own eval is the one (rlvr.sweep.cell_overrides)
     if algorithm == "dapo":  # the defect itself: DAPO's overlong shaping reaches the cell
         assert cell["algorithm.overlong_buffer"] == own["algorithm.overlong_buffer"] > 0
+
+
+def test_each_model_of_a_sweep_is_evaluated_once(tmp_path, monkeypatch, capsys, random_model):
+    """Issue 13: the paper sweep's cells inherited the recipes' eval.full: true (n = 256) and the sweep
+    then evaluated the same model again at n = 256. A cell of a recipe with eval.full: true gets one full
+    eval, the sweep's; the paper sweep's is the paper's pass@256; asking a sweep for eval.full is refused."""
+    import rlvr.eval
+    import rlvr.eval.runner
+    from rlvr.config import load_config
+    from rlvr.sweep import load_sweep
+
+    paper, _ = load_sweep(ROOT / "recipes" / "sweeps" / "six_algorithms_paper.yaml")
+    assert paper.eval.n == paper.eval.K == load_config(ROOT / "recipes" / "paper" / "grpo.yaml").eval.final_n == 256
+
+    recipe = write_recipe(tmp_path / "base.yaml", random_model)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["eval"] = {**raw["eval"], "full": True, "n": 2}
+    recipe.write_text(yaml.safe_dump(raw))
+    sweep_file = write_sweep(tmp_path / "s.yaml", "base.yaml", tmp_path / "out", axes={"seed": [0]})
+    full_evals = []  # one per call of rlvr.eval's evaluate that writes an eval directory (a full eval)
+
+    def spy(real):
+        def evaluate(*args, **kw):
+            if kw.get("out_dir") is not None:
+                full_evals.append(kw.get("label"))
+            return real(*args, **kw)
+
+        return evaluate
+
+    monkeypatch.setattr(rlvr.eval, "evaluate", spy(rlvr.eval.evaluate))  # the trainer's full eval
+    monkeypatch.setattr(rlvr.eval.runner, "evaluate", spy(rlvr.eval.runner.evaluate))  # the sweep's
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))
+    assert cli(["sweep", sweep_file]) == 0
+    assert full_evals == ["seed0"]
+    assert cli(["sweep", sweep_file, "eval.full=true"]) == 2
+    assert "the training run's full eval is off in every cell" in capsys.readouterr().err
 
 
 def test_recipes_map_algorithm_options_on_top_and_sibling_lookup(tmp_path):

@@ -99,3 +99,21 @@ def test_base_quality_room_for_rl(loaded):
     assert 0.05 <= pass1 <= 0.70, pass1
     assert pass_n >= pass1 + 0.10, (pass1, pass_n)
     assert mixed >= 0.10, mixed
+
+
+def test_the_head_dim_32_variant_is_a_separate_cached_build(tmp_path):
+    """`tiny-hd32` (what vLLM's CPU attention accepts) differs from `tiny` only in its heads and SFT length,
+    is cached under its own key, and an unknown variant is refused by name."""
+    from rlvr.config import check_model_path
+
+    hd32, base = tiny._VARIANTS[tiny.TINY_HD32], tiny._VARIANTS[tiny.TINY_MODEL]
+    assert base is tiny._SETTINGS and tiny.TINY_MODELS == ("tiny", "tiny-hd32")
+    m = hd32["model"]
+    assert m["hidden_size"] // m["num_attention_heads"] == 32 and m["num_key_value_heads"] == m["num_attention_heads"]
+    assert {k: v for k, v in m.items() if "heads" not in k} == {
+        k: v for k, v in base["model"].items() if "heads" not in k
+    }
+    assert tiny._settings_key(hd32, 0) != tiny._settings_key(base, 0)
+    check_model_path("tiny-hd32")  # a model.path value, not a directory
+    with pytest.raises(ValueError, match="unknown tiny model 'tiny-hd64'"):
+        tiny.ensure_tiny_model(tmp_path, variant="tiny-hd64")

@@ -284,10 +284,12 @@ def test_each_epoch_visits_every_prompt_once_in_a_fresh_order(tmp_path, random_m
     assert [set(s) for s in seen[:4]] != [set(s) for s in seen[4:]], "the second epoch repeats the first's batches"
 
     # deterministic per seed, and the seed matters
-    again = make_trainer(tmp_path / "b.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4})
+    again = make_trainer(
+        tmp_path / "b" / "b.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4}
+    )
     assert [[p.prompt for p in again.step_problems(s)] for s in range(8)] == seen
     other = make_trainer(
-        tmp_path / "c.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4, "seed": 1}
+        tmp_path / "c" / "c.yaml", random_model, data={"train_size": 16}, train={"prompts_per_step": 4, "seed": 1}
     )
     assert [[p.prompt for p in other.step_problems(s)] for s in range(8)] != seen
 

@@ -172,6 +172,45 @@ def test_two_grpo_steps_and_the_final_eval_with_the_vllm_engine_keep_vllm_on_the
     trainer.engine.close()
 
 
+@pytest.mark.vllm
+def test_lora_grpo_with_vllm_samples_the_merged_policy_and_a_new_engine_starts_after_training(setup, tmp_path):
+    """LoRA: vLLM gets the merged weights after every step, so its greedy outputs equal the peft policy's
+    after training; then a second vLLM in the same process (an eval after training) starts and samples the
+    base, although accelerate's end_training destroyed every process group."""
+    from rlvr.config import load_config
+    from rlvr.models import load_model_and_tokenizer
+    from rlvr.rollout import Sampling
+    from rlvr.trainer import Trainer
+    from rlvr.vllm_engine import VLLMEngine
+
+    path, _, _, engine = setup
+    engine.close()
+    cfg = helpers.write_config(
+        tmp_path / "c.yaml",
+        path,
+        defaults={"model": {"path": str(path), "lora": {"r": 4, "alpha": 8}}},
+        rollout={"engine": "vllm", "n": 4, "max_new_tokens": 8},
+        train={"steps": 2, "prompts_per_step": 8, "micro_batch_size": 32, "lr": 1e-2},
+        checkpoint={"every": 0},
+        reward={"functions": [{"name": "helpers:graded"}]},
+    )
+    trainer = Trainer(load_config(cfg))
+    trainer.fit()
+    policy = trainer.accelerator.unwrap_model(trainer.policy)
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    probs = problems()
+    got = trainer.engine.generate(probs, 1, greedy)
+    assert_same_batch(got, hf_greedy(policy, trainer.tokenizer, probs))
+    with policy.disable_adapter():
+        base_out = hf_greedy(policy, trainer.tokenizer, probs)
+    assert got.completions != base_out.completions, "the adapters trained and reached vLLM"
+    trainer.engine.close()
+    model, tok = load_model_and_tokenizer(str(path))
+    again = VLLMEngine(model, tok)
+    assert_same_batch(again.generate(probs, 1, greedy), hf_greedy(model, tok, probs))
+    again.close()
+
+
 # ------------------------------------------------------------ without vllm
 
 
@@ -273,22 +312,118 @@ def test_two_processes_each_run_a_vllm_that_samples_the_trained_policy(setup, tm
     assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]  # DDP: one policy, not two copies
 
 
-def test_lora_and_sharded_policies_are_refused_with_one_line(tmp_path):
-    from peft import LoraConfig, get_peft_model
-
+def test_sharded_policies_are_refused_with_one_line(tmp_path):
     from rlvr.errors import ConfigError
     from rlvr.models import load_model_and_tokenizer
     from rlvr.vllm_engine import _refuse_unsupported
 
     model, _ = load_model_and_tokenizer(str(helpers.make_random_model(tmp_path / "m")))
     _refuse_unsupported(model)  # a plain policy passes
-    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
-    with pytest.raises(ConfigError, match="vllm with model.lora is not built yet"):
-        _refuse_unsupported(lora)
-    model, _ = load_model_and_tokenizer(str(tmp_path / "m"))
     next(model.parameters()).ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
     with pytest.raises(ConfigError, match="sharded policy"):
         _refuse_unsupported(model)
+
+
+class _StandInLLM:
+    """vllm.LLM's surface the engine uses, recording calls: vLLM's CPU build has no sleep mode, so the
+    order of sleep / wake-up / weight writes is checked against this stand-in (no GPU has run it)."""
+
+    def __init__(self, **kwargs):
+        from types import SimpleNamespace as NS
+
+        self.kwargs, self.calls, self.weights = kwargs, [], {}
+        self.llm_engine = NS(engine_core=NS(shutdown=lambda: None))  # what VLLMEngine.close calls
+
+    def collective_rpc(self, name, kwargs):
+        self.weights = {k: v.clone() for k, v in kwargs["weights_iterator"]}
+        self.calls.append(name)
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset")
+
+    def sleep(self, level):
+        self.calls.append(f"sleep{level}")
+
+    def wake_up(self, tags=None):
+        self.calls.append("wake:" + ",".join(tags))
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace as NS
+
+        self.calls.append("generate")
+        eos = self.kwargs["eos"]
+        one = NS(token_ids=[eos], logprobs=[{eos: NS(logprob=-0.5)}])
+        return [NS(outputs=[NS(index=j, **vars(one)) for j in range(p["n"])]) for p in params]
+
+
+def _stand_in_engine(monkeypatch, model, tok, **kwargs):
+    import rlvr.vllm_engine as ve
+
+    llm = lambda **kw: _StandInLLM(eos=tok.eos_token_id, **kw)  # noqa: E731
+    monkeypatch.setattr(ve, "import_vllm", lambda: (llm, lambda **kw: kw))
+    return ve.VLLMEngine(model, tok, **kwargs)
+
+
+def test_sleep_mode_wakes_writes_the_current_policy_samples_and_sleeps(tmp_path, monkeypatch):
+    from rlvr.models import load_model_and_tokenizer
+    from rlvr.rollout import Sampling
+
+    model, tok = load_model_and_tokenizer(str(helpers.make_random_model(tmp_path / "m")))
+    engine = _stand_in_engine(monkeypatch, model, tok, sleep=True, gpu_memory_utilization=0.5)
+    llm = engine.llm
+    assert llm.kwargs["enable_sleep_mode"] is True and llm.kwargs["gpu_memory_utilization"] == 0.5
+    s = Sampling(temperature=1.0, max_new_tokens=4)
+    engine.generate(problems(3), 2, s)
+    assert llm.calls == ["reload_weights", "reset", "generate", "sleep2"]
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)  # an optimizer step
+    llm.calls.clear()
+    engine.sync_weights(model)  # asleep (level 2 kept no weights): nothing can be written now
+    assert llm.calls == []
+    batch = engine.generate(problems(3), 2, s)
+    assert llm.calls == ["wake:weights", "reload_weights", "reset", "wake:kv_cache", "generate", "sleep2"]
+    assert torch.equal(llm.weights["lm_head.weight"], model.lm_head.weight)  # the updated policy, after waking
+    assert batch.response_ids.shape[0] == 6
+    plain = _stand_in_engine(monkeypatch, model, tok)  # sleep off: the engine stays awake
+    assert "enable_sleep_mode" not in plain.llm.kwargs
+    plain.generate(problems(3), 2, s)
+    plain.sync_weights(model)
+    plain.generate(problems(3), 2, s)
+    assert plain.llm.calls == ["reload_weights", "reset", "generate", "reload_weights", "reset", "generate"]
+
+
+def test_a_lora_policy_reaches_vllm_as_peft_merged_weights(tmp_path, monkeypatch):
+    """The sync writes W + scaled B A under the base model's names: peft's own merge_and_unload is the
+    independent reference."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlvr.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(helpers.make_random_model(tmp_path / "m")))
+    policy = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # B starts at 0: make the adapters count
+    engine = _stand_in_engine(monkeypatch, policy, tok)
+    engine.sync_weights(policy)
+    got = engine.llm.weights
+    q = "model.layers.0.self_attn.q_proj.weight"
+    base_q = policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
+    want = policy.merge_and_unload().state_dict()
+    assert set(got) == set(want)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    assert not torch.allclose(got[q], base_q, atol=1e-3)  # the adapters are in it
+
+
+def test_vllm_memory_options_need_the_vllm_engine():
+    from rlvr.config import config_from_dict
+    from rlvr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rollout.vllm_sleep applies to rollout.engine=vllm only"):
+        config_from_dict({"model": {"path": "tiny"}, "rollout": {"vllm_sleep": True}})
+    with pytest.raises(ConfigError, match="vllm_memory"):
+        config_from_dict({"model": {"path": "tiny"}, "rollout": {"vllm_memory": 1.5}})
 
 
 # ------------------------------------------------------------ rlvr eval with vLLM and with a server

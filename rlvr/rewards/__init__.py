@@ -15,7 +15,9 @@ Built in:
   `\\text{even}`) is compared as words. math-verify bounds its time with
   `signal.alarm`, which only works on the main thread, so its timeouts are off and
   grading runs in a pool of worker processes instead (`rlvr.workers.WorkerPool`);
-  a grade past `reward.timeout` is killed.
+  a grade past `reward.timeout` is killed. Each distinct answer of a problem in a batch is
+  graded once (`mathgrade.Grades`), keyed by the match math-verify's parse reads first (the
+  string it converts): the grade equals math-verify's on each sample alone.
 * `math_format`: the answer is where the template asked for it: a non-empty
   `\\boxed{}`, or (tag style) `<think>...</think> <answer>...</answer>`.
 * `code_tests`: the program in the completion (its last ```python block, else
@@ -23,16 +25,19 @@ Built in:
   every test passes.
 * `module.path:function`: any TRL-convention reward function,
   `f(prompts, completions, **columns) -> list[float | None]`; the columns are
-  `answer`, `tests`, `entry` (reasoning-gym) and `data.extra_columns`.
+  `answer`, `tests`, `entry` (reasoning-gym) and `data.extra_columns` (answer and tests
+  also under their file's column names), and it gets TRL 1.16's other keywords too:
+  `completion_ids`, `trainer_state`, `log_extra`, `log_metric`; under the chat template
+  TRL's conversational format (`adapter`). trl's own (`trl.rewards:accuracy_reward`) work.
 
 A verifier that raises or times out on a sample, or returns for it something other
 than a finite number or None (a string, nan, inf), scores 0 for that sample and is
 counted (`reward/errors`, `reward/timeouts`); its first traceback is shown once. A
-reward that failed on every sample of a batch, or a user's function that failed on any
-sample of its first call (a wrong signature, a missing column), stops the run with one
-line naming it (`rlvr.errors.RewardError`). A function by import path runs in a worker
-process, so `reward.timeout` bounds each call. None (TRL's "no opinion") adds nothing to
-the weighted sum.
+reward that failed on every sample of a batch (or on `reward.stop_error_frac` of them),
+or a user's function that failed on any sample of its first call (a wrong signature, a
+missing column), stops the run with one line naming it (`rlvr.errors.RewardError`). A
+function by import path runs in a worker process, so `reward.timeout` bounds each call.
+None (TRL's "no opinion") adds nothing to the weighted sum.
 
 The modules: `extract` (where the answer is), `mathgrade` (math-verify grading),
 `verifiers` (reasoning_gym, math_accuracy, math_format), `codetests`, `adapter`

@@ -20,6 +20,8 @@ class Scored:
     errors: int = 0
     timeouts: int = 0
     tracebacks: list[str] = field(default_factory=list)
+    logged: dict[str, list[float]] = field(default_factory=dict)  # a TRL function's log_metric calls
+    extra_columns: list[str] = field(default_factory=list)  # the columns it gave log_extra
 
 
 @dataclass

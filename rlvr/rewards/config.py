@@ -8,7 +8,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.errors import ConfigError
-from rlvr.rewards.adapter import CallableReward
+from rlvr.rewards.adapter import TRL_KEYWORDS, CallableReward
 from rlvr.rewards.base import Context, Reward
 from rlvr.rewards.codetests import CodeTests
 from rlvr.rewards.runner import WeightedReward
@@ -75,6 +75,13 @@ class RewardConfig(BaseModel):
         "on a batch); past it the samples score 0, counted in reward/timeouts",
     )
     workers: int = Field(2, ge=1, description="grading processes (math) and sandboxed programs (code) run at once")
+    stop_error_frac: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="a batch in which at least this fraction of a reward's samples fail (an error or a timeout) "
+        "stops the run with its first error; 1: only when every sample fails",
+    )
 
 
 def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
@@ -89,10 +96,18 @@ def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
     )
     components: list[tuple[str, float, Reward]] = []
     used: dict[str, int] = {}
+    aliases = _column_names(data_cfg)
     for i, f in enumerate(functions):
         key = f"reward.functions.{i}"
         if ":" in f.name:
-            reward: Reward = CallableReward(_import_callable(f.name, key), path=f.name, timeout=reward_cfg.timeout)
+            fn = _import_callable(f.name, key)
+            reserved = [c for c in getattr(data_cfg, "extra_columns", []) if c in TRL_KEYWORDS]
+            if reserved:
+                raise ConfigError(
+                    f"data.extra_columns: {', '.join(reserved)} would clash with the keyword TRL passes a reward "
+                    f"function ({', '.join(TRL_KEYWORDS)}); rename the column"
+                )
+            reward: Reward = CallableReward(fn, path=f.name, timeout=reward_cfg.timeout, aliases=aliases)
             label = f.name.rsplit(":", 1)[1]
         else:
             cls = BUILTINS[f.name]
@@ -103,7 +118,16 @@ def build_reward(reward_cfg: RewardConfig, data_cfg: Any) -> WeightedReward:
         if used[label] > 1:
             label = f"{label}_{used[label]}"
         components.append((label, f.weight, reward))
-    return WeightedReward(components)
+    return WeightedReward(components, stop_error_frac=reward_cfg.stop_error_frac)
+
+
+def _column_names(data_cfg: Any) -> dict[str, str]:
+    """{'answer': its file's column, 'tests': ...} for data from a file or the hub, which TRL would pass
+    to a reward function under the file's names (a 'solution' column as `solution`)."""
+    if getattr(data_cfg, "source", None) not in ("jsonl", "parquet", "hf"):
+        return {}
+    cols = getattr(data_cfg, "columns", None)
+    return {k: v for k in ("answer", "tests") if (v := getattr(cols, k, None))}
 
 
 def natural_reward(data_cfg: Any) -> str:

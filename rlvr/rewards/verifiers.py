@@ -16,7 +16,7 @@ from rlvr.rewards.base import Context, Reward, Scored
 from rlvr.rewards.extract import TAG, answer_style, answer_tag, last_boxed, math_answer
 from rlvr.tasks import Problem, score_reasoning_gym
 
-GRADER = "rlvr.rewards.mathgrade:verify_math"  # what math_accuracy's workers import and call
+GRADER = "rlvr.rewards.mathgrade:work"  # what math_accuracy's workers import and call
 
 
 def reasoning_gym_reward(problems: list[Problem], completions: list[str]) -> list[float]:
@@ -74,11 +74,13 @@ class MathAccuracy(Reward):
 
     def __init__(self, ctx: Context, options: BaseModel):
         super().__init__(ctx, options)
+        from rlvr.rewards.mathgrade import Grades
         from rlvr.workers import WorkerPool
 
         self.pool = WorkerPool(
-            GRADER, workers=ctx.workers, timeout=options.timeout or ctx.timeout, warmup=("1", "\\boxed{1}")
+            GRADER, workers=ctx.workers, timeout=options.timeout or ctx.timeout, warmup=("grade", "1", "\\boxed{1}")
         )
+        self.grades = Grades(self.pool)  # each distinct extracted answer of a problem graded once
 
     def score(self, problems: list[Problem], completions: list[str]) -> Scored:
         out = Scored([0.0] * len(completions))
@@ -89,7 +91,7 @@ class MathAccuracy(Reward):
             if answer:  # no answer at all scores 0 without a grade
                 jobs.append((p.metadata.get("answer", p.answer), answer))
                 where.append(i)
-        for i, (status, value) in zip(where, self.pool.map(jobs), strict=True):
+        for i, (status, value) in zip(where, self.grades.grade(jobs), strict=True):
             if status == "ok":
                 out.scores[i] = float(value)
             elif status == "timeout":
