@@ -17,6 +17,7 @@ from .base import (
     registered_algorithms,
 )
 from .dapo import DAPO, DAPOConfig
+from .distill import Distill, DistillConfig
 from .gpg import GPG, GPGConfig
 from .grpo import GRPO, GRPOConfig
 from .opo import OPO
@@ -32,6 +33,8 @@ __all__ = [
     "AlgorithmConfig",
     "DAPO",
     "DAPOConfig",
+    "Distill",
+    "DistillConfig",
     "GRPO",
     "GRPOConfig",
     "GPG",

@@ -9,6 +9,8 @@ through hooks the trainer calls at fixed points of a step (defaults do nothing):
     setup(trainer)                 once, before the first step: own models, via
                                    trainer.prepare_model (the reference; PPO's critic)
     after_scoring(batch)           each scored batch: reward shaping (overlong)
+    rollout_engine(trainer)        the engine the step's samples come from: the
+                                   policy's (default), or a teacher's (distill)
     keep_group(rewards, scores)    each prompt group: whether it is trained on;
     max_gen_batches, raise_on_shortfall   with these, refill rounds (DAPO)
     after_rollout(batch, trainer)  the step's batch, complete: extra sampling
@@ -154,6 +156,12 @@ class Algorithm:
         Subclasses that add models call super().setup(trainer) first."""
         if self.needs_reference:  # the base model, or with LoRA the policy with its adapters off
             self.ref = trainer.reference_model()
+
+    def rollout_engine(self, trainer: "Trainer"):
+        """The rollout engine (`generate(problems, n, sampling)`) the trainer collects each step's
+        samples from: by default the policy's own, `trainer.engine`. Distillation returns a
+        teacher's (algorithms/distill.py). Extra passes through `trainer.rollout` use the policy."""
+        return trainer.engine
 
     def after_scoring(self, batch: RolloutBatch) -> None:
         """Each batch the trainer scores (`trainer.score`): `batch.scores` holds the verifier's

@@ -106,6 +106,7 @@ def sample_rows(
         max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
     )
     per_call = problems_per_call(settings)
+    sampler = shared_prefill(engine) if settings.sampler == "shared_prefill" else engine
     starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -120,7 +121,7 @@ def sample_rows(
         for s in starts:
             chunk = problems[s : s + per_call]
             torch.manual_seed(call_seed(settings.seed, s // per_call))
-            batch = engine.generate(chunk, n, sampling)
+            batch = sampler.generate(chunk, n, sampling)
             rewards, _ = score(batch.problems, batch.completions, completion_ids=completion_id_lists(batch))
             tokens = batch.response_mask.sum(-1).long().tolist()
             for i, (p, text) in enumerate(zip(batch.problems, batch.completions, strict=True)):
@@ -423,6 +424,17 @@ class _Models:
             e = self.loaded.pop(k)
             if hasattr(e, "close"):
                 e.close()
+
+
+def shared_prefill(engine):
+    """`engine` sampling through rlvr/sampler.py's SharedPrefillEngine when it is an HFEngine (eval.sampler:
+    shared_prefill; the same RNG stream and draws as HFEngine, each prompt prefilled once); other engines as is."""
+    from rlvr.rollout import HFEngine
+    from rlvr.sampler import SharedPrefillEngine
+
+    if type(engine) is not HFEngine:
+        return engine
+    return SharedPrefillEngine(engine.model, engine.tokenizer, batch_size=engine.batch_size)
 
 
 def _engine_kind(engine) -> str:

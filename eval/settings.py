@@ -45,6 +45,11 @@ class EvalSettings(BaseModel):
         ge=1,
         description="sequences per generate() call; null = rollout.generation_batch_size. It decides which problems share a call, so it is part of the base cache key",
     )
+    sampler: str = Field(
+        "hf",
+        pattern="^(hf|shared_prefill)$",
+        description="how the hf engine samples: hf (transformers generate on n copies of each prompt) or shared_prefill (rlvr/sampler.py: each prompt prefilled once, the same RNG stream and draws, faster); not used by vllm",
+    )
 
     def sampling_key(self) -> dict[str, Any]:
         """The settings that decide which samples are drawn (the rest only change the metrics)."""

@@ -7,7 +7,7 @@ accumulated over micro-batches -> log, eval, checkpoint.
 
 The trainer never asks which algorithm it runs, and implements no algorithm's
 feature: it calls the algorithm's hooks at fixed points of the step (setup,
-after_scoring, keep_group, after_rollout, after_logprobs, compute_advantages,
+rollout_engine, after_scoring, keep_group, after_rollout, after_logprobs, compute_advantages,
 prepare, forward_extras, compute_loss, state_dict; algorithms/base.py) and offers
 them services: `prepare_model` (a model trained, stepped, clipped and
 checkpointed with the policy, or a frozen one), `rollout(problems, n, sampling)`,
@@ -249,7 +249,7 @@ class Trainer(RunGuards):
         while have < quota and rounds < algo.max_gen_batches:
             problems = self.step_problems(step, rounds)
             self.seed_round(step, rounds)
-            batch = self.rollout(problems, n, self.sampling())
+            batch = self.rollout(problems, n, self.sampling(), engine=algo.rollout_engine(self))
             for k, v in self.score(batch).items():
                 verifier[k] = verifier.get(k, 0.0) + (v if k in COUNTED else v * len(batch))
             groups, scores = batch.rewards.view(-1, n), batch.scores.view(-1, n)  # [prompts, n]: groups are contiguous
@@ -447,11 +447,12 @@ class Trainer(RunGuards):
         r = self.cfg.rollout
         return Sampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens)
 
-    def rollout(self, problems: list[Problem], n: int, sampling: Sampling) -> RolloutBatch:
-        """n responses to each problem from the current policy, on this process's device. The
-        engine draws from torch's global generator, which `collect` seeds per step and round."""
+    def rollout(self, problems: list[Problem], n: int, sampling: Sampling, engine=None) -> RolloutBatch:
+        """n responses to each problem from the current policy (or from `engine`, the algorithm's
+        `rollout_engine` when collecting), on this process's device. The engine draws from torch's
+        global generator, which `collect` seeds per step and round."""
         with self.timer("generate"):
-            batch = self.engine.generate(problems, n, sampling).to(self.accelerator.device)
+            batch = (engine or self.engine).generate(problems, n, sampling).to(self.accelerator.device)
         self.timer.count_tokens(batch.response_lengths.sum())
         return batch
 

@@ -107,7 +107,7 @@ def test_the_head_dim_32_variant_is_a_separate_cached_build(tmp_path):
     from rlvr.config import check_model_path
 
     hd32, base = tiny._VARIANTS[tiny.TINY_HD32], tiny._VARIANTS[tiny.TINY_MODEL]
-    assert base is tiny._SETTINGS and tiny.TINY_MODELS == ("tiny", "tiny-hd32")
+    assert base is tiny._SETTINGS and tiny.TINY_MODELS == ("tiny", "tiny-hd32", "tiny-teacher")
     m = hd32["model"]
     assert m["hidden_size"] // m["num_attention_heads"] == 32 and m["num_key_value_heads"] == m["num_attention_heads"]
     assert {k: v for k, v in m.items() if "heads" not in k} == {
