@@ -147,7 +147,6 @@ class Trainer(RunGuards):
         model, self.tokenizer = load_model_and_tokenizer(path, cfg.model.dtype)
         if chat:
             self.train_problems, self.eval_problems = load_problems(cfg.data, self.tokenizer)
-            self._check_batch_shape(self.world)
         # every prompt fits the model with its response (or data.too_long filters or cuts): before anything is written
         limit, eval_new = model_max_length(model), cfg.eval.settings(cfg.rollout).max_new_tokens
         self.train_problems = fit_prompts(
@@ -156,7 +155,7 @@ class Trainer(RunGuards):
         self.eval_problems = fit_prompts(
             self.eval_problems, cfg.data.too_long, self.tokenizer, eval_new, limit, "held-out"
         )
-        self._check_batch_shape(self.world)  # filter may leave fewer than a step's prompts
+        self._check_batch_shape(self.world)  # chat data is loaded only now, and filter may leave fewer prompts
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if cfg.model.lora:  # peft adapters: only they train; the reference is the policy with them off
