@@ -22,6 +22,9 @@ through hooks the trainer calls at fixed points of a step (defaults do nothing):
     forward_extras(micro)          each micro-batch of the update, with grad:
                                    own models' outputs, passed to compute_loss
     wants_entropy_grad             whether the loss differentiates the entropy
+    old_logprobs_before_update     whether a hook before the update reads
+                                   batch.old_logprobs (else the first minibatch's
+                                   come from the update's forward: rlvr/fused.py)
     state_dict(), load_state_dict(state)   saved in every checkpoint (the
                                    adaptive KL coefficient)
 
@@ -145,6 +148,13 @@ class Algorithm:
     @property
     def needs_reference(self) -> bool:
         return self.config.kl_coef > 0
+
+    @property
+    def old_logprobs_before_update(self) -> bool:
+        """Whether after_logprobs, compute_advantages or prepare read `batch.old_logprobs` (the KL in the
+        reward does): the trainer then computes them all before the update; else the first minibatch's come
+        from the update's own forward and are NaN until then (train.fused_old_logprobs, rlvr/fused.py)."""
+        return self.config.kl_in == "reward" and self.config.kl_coef > 0
 
     # ------------------------------------------------------------ hooks, in step order
 

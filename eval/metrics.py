@@ -478,8 +478,9 @@ def maj_at_k(
     winner's correctness is that of its first sample (equal strings are assumed
     graded alike). The per-problem expectation is exact, over every k-subset, when
     C(n, k) <= `resamples` (always for k = n); otherwise it is a Monte Carlo mean
-    over `resamples` random subsets from a Generator seeded with `seed`. Returns
-    the mean over problems.
+    over `resamples` random subsets from a Generator seeded with `seed` (each drawn
+    as its answer counts, multivariate hypergeometric, all at once). Returns the
+    mean over problems.
     """
     check_int(k)
     check_int(resamples, "resamples")
@@ -521,9 +522,11 @@ def maj_at_k(
             wins = [_majority_correct(codes[list(s)], cc) for s in subsets]
             scores.append(float(np.mean(wins)))
         else:
-            wins = [
-                _majority_correct(codes[np.sort(rng.choice(n, size=k, replace=False))], cc) for _ in range(resamples)
-            ]
+            # a random k-subset's vote depends only on how many of each answer it holds: draw those counts
+            # (multivariate hypergeometric; column 0: None) for all resamples at once
+            drawn = rng.multivariate_hypergeometric(np.bincount(codes + 1, minlength=cc.size + 1), k, size=resamples)
+            votes = drawn[:, 1:]
+            wins = cc[votes.argmax(1)] & (votes.max(1) > 0)  # argmax: the earliest answer of the most votes
             scores.append(float(np.mean(wins)))
     return float(np.mean(scores))
 

@@ -19,6 +19,7 @@ __all__ = [
     "plot_dse_bars",
     "plot_metric_vs_step",
     "plot_pass_at_k",
+    "plot_pass_at_k_panels",
     "plot_perplexity_box",
 ]
 
@@ -137,6 +138,64 @@ def plot_pass_at_k(
     ax.set_title(title)
     # Outside the axes: bands and crossings fill every corner of the plot.
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_pass_at_k_panels(
+    panels: Mapping[str, Mapping[str, Mapping[int, float | Sequence[float]]]],
+    path: str | Path,
+    *,
+    base: Mapping[int, float | Sequence[float]] | None = None,
+    title: str = "pass@k by family",
+) -> Path:
+    """One pass@k panel per family (`panels`: family -> label -> curve, as `plot_pass_at_k` takes
+    them), the base's curve (black, dashed) in every panel, shared axes so the panels compare.
+    Bands where (mean, lo, hi) are given. Two columns; each panel's legend inside it, lower right
+    (pass@k curves rise to the upper right, so that corner is free at small k)."""
+    _need(panels, "panels")
+    cols = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5.2 * cols, 3.9 * rows))
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    all_ks: set[int] = set()
+
+    def draw(ax, curve, label, color, is_base=False):
+        ks = sorted(curve)
+        if not ks:
+            raise ValueError(f"curve {label!r} has no points")
+        all_ks.update(ks)
+        pts = [_points(_triple(curve[k])) for k in ks]
+        ax.plot(ks, [p[0] for p in pts], marker="o", ms=2.5, lw=2.0 if is_base else 1.5,
+                ls="--" if is_base else "-", color=color, label=label, zorder=3 if is_base else 2)  # fmt: skip
+        if all(p[1] is not None for p in pts):
+            ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=color, alpha=0.15, lw=0)
+
+    for ax, (family, curves) in zip(axes, panels.items(), strict=False):
+        if base is not None:
+            draw(ax, base, "base", _BASE_COLOR, is_base=True)
+        for (label, curve), color in zip(curves.items(), _colors(len(curves)), strict=True):
+            draw(ax, curve, label, color)
+        ax.set_title(family, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="x-small")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    ticks = sorted(all_ks)
+    if len(ticks) > 12:
+        ticks = [k for k in ticks if k & (k - 1) == 0] or ticks
+    for ax in axes[: len(panels)]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.set_ylim(-2, 102)
+    for i, ax in enumerate(axes[: len(panels)]):
+        if i + cols >= len(panels):  # no panel below it: its own k labels
+            ax.set_xlabel("k (log2 scale)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axes[::cols]:
+        ax.set_ylabel("pass@k (%)")
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .plots import plot_accuracy_histogram, plot_pass_at_k, plot_perplexity_box
+from .plots import plot_accuracy_histogram, plot_pass_at_k, plot_pass_at_k_panels, plot_perplexity_box
 
 
 def _curve(m: dict) -> dict[int, tuple[float, float, float]]:
@@ -297,7 +297,7 @@ def _group_stats(cs: list[dict], K: int | None, notes: list[str], key: str) -> d
     rec["pass@K"] = stat([(_get(r["model_metrics"], K) or {}).get("mean") for r in res] if K else [])
     rec["base pass@K"] = stat([(_get(r["base_metrics"], K) or {}).get("mean") for r in res if "base_metrics" in r])
     rec["dSE"] = stat([c["dse"]["dse"] for c in comp if c])
-    rec["dSE CI"] = None
+    rec["dSE CI"] = rec["delta CI"] = None
     spec = res[0].get("spec", {})
     boot = {"resamples": int(spec.get("resamples", 1000)), "seed": int(spec.get("seed", 0))}
     if K and all(comp) and all(_counts(r.get("base_metrics")) and _counts(r["model_metrics"]) for r in res):
@@ -306,6 +306,11 @@ def _group_stats(cs: list[dict], K: int | None, notes: list[str], key: str) -> d
         terms += [(*_counts(r["model_metrics"]), [1], -1.0 / S) for r in res]
         try:  # dSE of the seed mean, paired over problems: base and every seed's model on the same draws
             (rec["dSE CI"],) = bootstrap_pass_at_k_combination(terms, **boot)
+            # pass@K of the seed mean minus the base's, paired the same way: Yue et al.'s question at k = K
+            diff = [(*_counts(r["model_metrics"]), [K], 1.0 / S) for r in res]
+            (rec["delta CI"],) = bootstrap_pass_at_k_combination(
+                [(*_counts(res[0]["base_metrics"]), [K], -1.0), *diff], **boot
+            )
         except ValueError as e:
             notes.append(f"{key}: no dSE interval ({e})")
     elif K:
@@ -331,22 +336,109 @@ def _group_stats(cs: list[dict], K: int | None, notes: list[str], key: str) -> d
     return rec
 
 
-def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
-    """report.md, report.csv, pass_at_k_all.png and dse_bars.png over a sweep's finished cells.
+def sweep_panels(sweep_dir: Path) -> tuple[str | None, dict[str, list[str]]]:
+    """The sweep file's method axis and report.panels, as `rlvr sweep` saved them in sweep.json
+    ({} for a sweep without panels or written before they were saved)."""
+    meta = sweep_dir / "sweep.json"
+    info = _read_json(meta) if meta.is_file() else {}
+    panels = info.get("panels") if isinstance(info, dict) else None
+    return (info.get("method_axis") if isinstance(info, dict) else None), (panels if isinstance(panels, dict) else {})
 
-    Every pass@k and dSE is in points (percent) in all four. Seeds of a setting are aggregated as
+
+def _panel_rank(panels: dict[str, list[str]], method: str | None, cs: list[dict]) -> tuple[int, int]:
+    value = cs[0]["settings"].get(method)
+    for i, members in enumerate(panels.values()):
+        if value in members:
+            return i, members.index(value)
+    return len(panels), 0
+
+
+def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
+    """report.md, report.csv, pass_at_k_all.png and dse_bars.png over a sweep's finished cells
+    (and pass_at_k_panels.png where the sweep file has report.panels).
+
+    Every pass@k and dSE is in points (percent) in all of them. Seeds of a setting are aggregated as
     mean ± sd (one seed: the value alone); k* is each seed's integer. Intervals (the dSE column's,
     the bars' and the curves' bands) are the two-level bootstrap of the seed mean over the eval's
     problems (`bootstrap_pass_at_k_combination`): the eval's noise; the sd is the seeds' spread.
     """
     import csv
 
-    from rlvr.errors import ConfigError
-
-    from .metrics import bootstrap_pass_at_k, interval_name
-    from .plots import plot_dse_bars
+    from .metrics import interval_name
 
     sweep_dir = Path(sweep_dir)
+    cells = _finished_cells(sweep_dir)
+    groups, family, method, panels = _setting_groups(cells, sweep_dir)
+    notes: list[str] = []
+    Ks = {
+        key: (cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None)
+        for key, cs in groups.items()
+    }
+    table = [_group_stats(cs, Ks[key], notes, key) for key, cs in groups.items()]
+    known = {K for K in Ks.values() if K}
+    kname = str(next(iter(known))) if len(known) == 1 else "K"  # the number in headers when every setting shares it
+    md, csv_rows = _report_table(table, kname, family)
+    md = [
+        "# Sweep report",
+        "",
+        f"{len(cells)} finished cells in {sweep_dir}. pass@k and dSE in points (percent); settings with several "
+        "seeds: mean ± sd over seeds, one seed: its value.",
+        f"dSE = pass@{kname}(base) - pass@1(model)"
+        + ("" if known else " (no comparison with a base)")
+        + f"; its interval: {interval_name()} of the seed mean (the eval's noise; the sd is the seeds' spread).",
+        "",
+        *_base_line(cells, kname),
+        *md,
+        "",
+        "k* = the smallest k (any k from 1 to n) where the base matches or beats the model, per seed; "
+        "gained / lost = problems solvable by the model only / by the base only; "
+        f"pass@{kname} - base: the seed mean's pass@{kname} minus the base's, its interval paired over problems "
+        "like dSE's (above 0: the method keeps more than the base solves at that k).",
+    ]
+    if not all(rec["wall_exact"] for rec in table):
+        md.append(
+            "* no sessions.jsonl (a cell run before sessions were logged, or by hand): its training steps' time "
+            "plus its last eval's, a lower bound."
+        )
+    md += [f"> note: {n}" for n in notes]
+    md += [
+        f"Plots: pass_at_k_all.png (bands: {interval_name()} of the seed mean), dse_bars.png (error bars: the same)"
+        + (", pass_at_k_panels.png (one panel per family, the base in each)." if family else "."),
+        "",
+    ]
+    out = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv"}
+    out["md"].write_text("\n".join(md))
+    fields = list(dict.fromkeys(k for row in csv_rows for k in row))
+    with open(out["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(csv_rows)
+    return out | _report_plots(sweep_dir, cells, table, kname, family, method, panels)
+
+
+def _base_line(cells: list[dict], kname: str) -> list[str]:
+    """The base's pass@1 and pass@K with their intervals, one line before the table (every cell
+    compares with the same base samples where they share the base and eval settings)."""
+    bases = {
+        json.dumps(c["result"]["base_metrics"].get("pass_at_k"), sort_keys=True)
+        for c in cells
+        if "base_metrics" in c["result"]
+    }
+    first = next((c["result"]["base_metrics"] for c in cells if "base_metrics" in c["result"]), None)
+    if first is None or len(bases) != 1 or not kname.isdigit():
+        return []
+    parts = []
+    for k in (1, int(kname)):
+        m = _get(first, k)
+        if m is not None:
+            parts.append(f"pass@{k} {100 * m['mean']:.1f} [{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]")
+    return [f"The base (every cell's comparison): {', '.join(parts)}.", ""] if parts else []
+
+
+def _finished_cells(sweep_dir: Path) -> list[dict[str, Any]]:
+    """`gather_cells`, or a ConfigError saying what the directory is instead."""
+    from rlvr.errors import ConfigError
+
     if not sweep_dir.is_dir():
         what = "not a directory" if sweep_dir.exists() else "no such directory"
         raise ConfigError(f"{sweep_dir}: {what} (rlvr report takes a sweep's output_dir)")
@@ -361,19 +453,30 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
             f"{sweep_dir}: not a sweep directory: no finished cell (a sub-directory with cell.json and "
             f"eval/metrics.json); give the output_dir of `rlvr sweep`{hint}"
         )
+    return cells
+
+
+def _setting_groups(cells: list[dict], sweep_dir: Path) -> tuple[dict[str, list[dict]], dict[str, str], Any, dict]:
+    """The cells grouped by setting (every axis but the seed), in the panels' order where the sweep
+    has report.panels; each setting's family; the method axis; the panels."""
     groups: dict[str, list[dict]] = {}
     for c in cells:
         key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
         groups.setdefault(key, []).append(c)
-    notes: list[str] = []
-    Ks = {
-        key: (cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None)
-        for key, cs in groups.items()
-    }
-    table = [_group_stats(cs, Ks[key], notes, key) for key, cs in groups.items()]
-    known = {K for K in Ks.values() if K}
-    kname = str(next(iter(known))) if len(known) == 1 else "K"  # the number in headers when every setting shares it
-    interval = interval_name()
+    method, panels = sweep_panels(sweep_dir)
+    family = {}  # setting -> its family (report.panels), the table in the panels' order
+    for fam, members in panels.items():
+        for member in members:
+            for key, cs in groups.items():
+                if cs[0]["settings"].get(method) == member:
+                    family.setdefault(key, fam)
+    if family:
+        groups = dict(sorted(groups.items(), key=lambda kv: _panel_rank(panels, method, kv[1])))
+    return groups, family, method, panels
+
+
+def _report_table(table: list[dict], kname: str, family: dict[str, str]) -> tuple[list[str], list[dict]]:
+    """report.md's table lines and report.csv's rows."""
 
     def mean_sd(name, rec, points):
         v, sd = rec[name]
@@ -387,34 +490,31 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
     ]
     counts_cols = [("gained", "gained", False), ("lost", "lost", False)]
     md = [
-        "# Sweep report",
-        "",
-        f"{len(cells)} finished cells in {sweep_dir}. pass@k and dSE in points (percent); settings with several "
-        "seeds: mean ± sd over seeds, one seed: its value.",
-        f"dSE = pass@{kname}(base) - pass@1(model)"
-        + ("" if known else " (no comparison with a base)")
-        + f"; its interval: {interval} of the seed mean (the eval's noise; the sd is the seeds' spread).",
-        "",
-        "| setting | seeds | "
+        ("| family " if family else "")
+        + "| setting | seeds | "
         + ("K | " if kname == "K" else "")
         + " | ".join(c[1] for c in cols)
-        + " | dSE CI | k* | gained | lost | wall time (s) |",
-        "|---|---|" + ("---|" if kname == "K" else "") + "---|" * (len(cols) + 5),
+        + f" | dSE CI | pass@{kname} - base [CI] | k* | gained | lost | wall time (s) |",
+        ("|---" if family else "") + "|---|---|" + ("---|" if kname == "K" else "") + "---|" * (len(cols) + 6),
     ]
     csv_rows = []
     for rec in table:
         ci = rec["dSE CI"]
         ci_txt = "n/a" if ci is None else f"[{100 * ci[1]:.1f}, {100 * ci[2]:.1f}]"
+        d = rec["delta CI"]
+        d_txt = "n/a" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
         wall = mean_sd("wall time (s)", rec, False) + ("" if rec["wall_exact"] else " *")
         md.append(
-            f"| {rec['setting']} | {rec['seeds']} | "
+            (f"| {family.get(rec['setting'], '')} " if family else "")
+            + f"| {rec['setting']} | {rec['seeds']} | "
             + (f"{rec['K']} | " if kname == "K" else "")
             + " | ".join(mean_sd(name, rec, p) for name, _, p in cols)
-            + f" | {ci_txt} | {_k_star_text(rec['k*']) or 'n/a'} | "
+            + f" | {ci_txt} | {d_txt} | {_k_star_text(rec['k*']) or 'n/a'} | "
             + " | ".join(mean_sd(name, rec, p) for name, _, p in counts_cols)
             + f" | {wall} |"
         )
-        row: dict[str, Any] = {"setting": rec["setting"], "seeds": rec["seeds"], "K": rec["K"]}
+        row: dict[str, Any] = {"family": family.get(rec["setting"])} if family else {}
+        row |= {"setting": rec["setting"], "seeds": rec["seeds"], "K": rec["K"]}
         units = [(name, head, " (points)" if p else "", 100 if p else 1) for name, head, p in [*cols, *counts_cols]]
         for name, head, unit, scale in [*units, ("wall time (s)", "wall time", " (s)", 1)]:
             v, sd = rec[name]  # the unit in every column's name
@@ -422,31 +522,26 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
             row[head + " sd" + unit] = None if sd is None else round(scale * sd, 4)
         row["dSE CI lo (points)"] = None if ci is None else round(100 * ci[1], 4)
         row["dSE CI hi (points)"] = None if ci is None else round(100 * ci[2], 4)
+        for i, end in ((0, ""), (1, " CI lo"), (2, " CI hi")):  # pass@K of the seed mean - the base's, paired
+            row[f"pass@{kname} - base{end} (points)"] = None if d is None else round(100 * d[i], 4)
+        band = rec["curve"].get(int(rec["K"])) if rec["K"] else None  # the pass@K band of the seed mean
+        row[f"pass@{kname} CI lo (points)"] = round(100 * band[1], 4) if isinstance(band, tuple) else None
+        row[f"pass@{kname} CI hi (points)"] = round(100 * band[2], 4) if isinstance(band, tuple) else None
         row["k*"] = _k_star_text(rec["k*"])
         row["wall time exact"] = rec["wall_exact"]
         csv_rows.append(row)
-    md += [
-        "",
-        "k* = the smallest k (any k from 1 to n) where the base matches or beats the model, per seed; "
-        "gained / lost = problems solvable by the model only / by the base only.",
-    ]
-    if not all(rec["wall_exact"] for rec in table):
-        md.append(
-            "* no sessions.jsonl (a cell run before sessions were logged, or by hand): its training steps' time "
-            "plus its last eval's, a lower bound."
-        )
-    md += [f"> note: {n}" for n in notes]
-    md += [
-        f"Plots: pass_at_k_all.png (bands: {interval} of the seed mean), dse_bars.png (error bars: the same).",
-        "",
-    ]
-    out = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv"}
-    out["md"].write_text("\n".join(md))
-    fields = list(dict.fromkeys(k for row in csv_rows for k in row))
-    with open(out["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(csv_rows)
+    return md, csv_rows
+
+
+def _report_plots(
+    sweep_dir: Path, cells: list[dict], table: list[dict], kname: str, family: dict, method: Any, panels: dict
+) -> dict[str, Path]:
+    """pass_at_k_all.png (the base and every setting), dse_bars.png, and pass_at_k_panels.png with panels."""
+    from .metrics import bootstrap_pass_at_k, interval_name
+    from .plots import plot_dse_bars
+
+    interval = interval_name()
+    out: dict[str, Path] = {}
     curves: dict[str, Any] = {}
     first = next((c["result"] for c in cells if "base_metrics" in c["result"]), None)
     if first is not None:
@@ -467,6 +562,18 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
         base_label="base",
         title=f"pass@k, each setting's seed mean\nbands: {interval}",
     )
+    if family:
+        by_family: dict[str, dict[str, Any]] = {fam: {} for fam in panels}
+        for rec in table:
+            if rec["setting"] in family:
+                short = rec["setting"].removeprefix(f"{method}=")  # the member's name alone when it is the only axis
+                by_family[family[rec["setting"]]][short] = rec["curve"]
+        out["panels"] = plot_pass_at_k_panels(
+            {fam: cs for fam, cs in by_family.items() if cs},
+            sweep_dir / "pass_at_k_panels.png",
+            base=curves.get("base"),
+            title=f"pass@k, each method's seed mean; dashed: the base\nbands: {interval}",
+        )
     bars = {rec["setting"]: (rec["dSE"][0], *rec["dSE CI"][1:]) if rec["dSE CI"] else rec["dSE"][0] for rec in table}
     bars = {k: v for k, v in bars.items() if v is not None and (not isinstance(v, tuple) or v[0] is not None)}
     if bars:

@@ -106,7 +106,7 @@ def sample_rows(
         max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
     )
     per_call = problems_per_call(settings)
-    sampler = shared_prefill(engine) if settings.sampler == "shared_prefill" else engine
+    sampler = with_sampler(engine, settings.sampler)
     starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -124,6 +124,8 @@ def sample_rows(
             batch = sampler.generate(chunk, n, sampling)
             rewards, _ = score(batch.problems, batch.completions, completion_ids=completion_id_lists(batch))
             tokens = batch.response_mask.sum(-1).long().tolist()
+            truncated = batch.truncated.tolist()  # lists: indexing a tensor per row costs microseconds
+            answers = {t: extract_answer(t) for t in set(batch.completions)}  # n samples repeat themselves
             for i, (p, text) in enumerate(zip(batch.problems, batch.completions, strict=True)):
                 rows.append(
                     {
@@ -132,8 +134,8 @@ def sample_rows(
                         "prompt": p.prompt,
                         "text": text,
                         "tokens": tokens[i],
-                        "finish_reason": "length" if bool(batch.truncated[i]) else "stop",
-                        "answer": extract_answer(text),
+                        "finish_reason": "length" if truncated[i] else "stop",
+                        "answer": answers[text],
                         "reward": float(rewards[i]),
                         "correct": bool(rewards[i] >= settings.threshold),
                     }
@@ -203,7 +205,7 @@ def read_samples(paths: list[str | Path], problems: list[Problem], score: Callab
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # own name: parallel sweep cells share the base cache
     with open(tmp, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -266,17 +268,28 @@ def base_cache_key(
     samples in (a CUDA generator draws other numbers than the CPU one), the problems, the sampling
     settings and seed, and how the problems are cut into seeded generate() calls (`sample_rows`).
     Not the number of processes: the rows do not depend on it. The sampling engine when it is not
-    hf (vLLM draws other samples from the same seeds); hf's keys are unchanged."""
+    hf (vLLM draws other samples from the same seeds); hf's keys are unchanged. The hf engine's sampler
+    when it draws other samples than generate's (eval.sampler: lean; shared_prefill draws generate's)."""
+    from rlvr.sampler import SAME_DRAWS_AS_HF
+
     per_call = problems_per_call(settings)
     per_generate = min(per_call * settings.n, engine_batch or settings.batch_size or DEFAULT_BATCH)
-    return ({"engine": engine} if engine != "hf" else {}) | {
-        "model": model_fingerprint(base_path),
-        "problems": problems_fingerprint(problems),
-        "sampling": {**settings.sampling_key(), "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS},
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": torch.device(device).type,
-        "draw": {"seeded_per_call": "v2", "problems_per_call": per_call, "sequences_per_generate": per_generate},
-    }
+    own_draws = engine == "hf" and settings.sampler not in SAME_DRAWS_AS_HF
+    return (
+        ({"engine": engine} if engine != "hf" else {})
+        | ({"sampler": settings.sampler} if own_draws else {})
+        | {
+            "model": model_fingerprint(base_path),
+            "problems": problems_fingerprint(problems),
+            "sampling": {
+                **settings.sampling_key(),
+                "max_new_tokens": settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            },
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": torch.device(device).type,
+            "draw": {"seeded_per_call": "v2", "problems_per_call": per_call, "sequences_per_generate": per_generate},
+        }
+    )
 
 
 def base_cache_path(base_path: str, problems: list[Problem], settings: EvalSettings, **how) -> Path:
@@ -426,19 +439,20 @@ class _Models:
                 e.close()
 
 
-def shared_prefill(engine):
-    """`engine` sampling through rlvr/sampler.py's SharedPrefillEngine when it is an HFEngine (eval.sampler:
-    shared_prefill; the same RNG stream and draws as HFEngine, each prompt prefilled once); other engines as is."""
-    from rlvr.rollout import HFEngine
-    from rlvr.sampler import SharedPrefillEngine
+def with_sampler(engine, name: str):
+    """`engine` sampling through eval.sampler `name` (rlvr/sampler.py) when it is an hf engine; others as is."""
+    from rlvr.sampler import with_sampler
 
-    if type(engine) is not HFEngine:
-        return engine
-    return SharedPrefillEngine(engine.model, engine.tokenizer, batch_size=engine.batch_size)
+    return with_sampler(engine, name)
 
 
 def _engine_kind(engine) -> str:
-    """hf or vllm (the names `rlvr eval --engine` takes) for rlvr's engines, else the class name."""
+    """hf or vllm (the names `rlvr eval --engine` takes) for rlvr's engines, else the class name (an hf engine
+    of any sampler is hf: eval.sampler decides how the eval samples with it)."""
+    from rlvr.rollout import HFEngine
+
+    if isinstance(engine, HFEngine):
+        return "hf"
     name = type(engine).__name__
     return {"HFEngine": "hf", "VLLMEngine": "vllm"}.get(name, name)
 

@@ -46,9 +46,9 @@ class EvalSettings(BaseModel):
         description="sequences per generate() call; null = rollout.generation_batch_size. It decides which problems share a call, so it is part of the base cache key",
     )
     sampler: str = Field(
-        "hf",
-        pattern="^(hf|shared_prefill)$",
-        description="how the hf engine samples: hf (transformers generate on n copies of each prompt) or shared_prefill (rlvr/sampler.py: each prompt prefilled once, the same RNG stream and draws, faster); not used by vllm",
+        "lean",
+        pattern="^(hf|shared_prefill|lean)$",
+        description="how the hf engine samples (rlvr/sampler.py): lean (each prompt prefilled once, one forward per distinct prefix a step, one uniform per token: generate's distribution, other draws, fastest), shared_prefill (each prompt prefilled once: generate's draws, byte for byte) or hf (transformers generate on n copies of each prompt); lean's base samples are cached apart; not used by vllm",
     )
 
     def sampling_key(self) -> dict[str, Any]:

@@ -101,11 +101,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return int(text)
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: i/N with 0 <= i < N")
+    return int(i), int(n)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rlvr.sweep import run_sweep
 
-    run_sweep(args.sweep, launcher=args.launcher, only=args.only, overrides=args.overrides, imports=args.imports)
-    if args.launcher == "inprocess":
+    run_sweep(
+        args.sweep,
+        launcher=args.launcher,
+        only=args.only,
+        overrides=args.overrides,
+        imports=args.imports,
+        jobs=args.jobs,
+        shard=args.shard,
+    )
+    if args.launcher == "inprocess" and args.shard is None:  # a shard's parent writes the report
         from rlvr.eval.report import write_sweep_report
         from rlvr.sweep import load_sweep
 
@@ -249,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run cells here, print their accelerate commands, or run those commands",
     )
     s.add_argument("--only", type=int, help="run only the first N cells")
+    s.add_argument("--jobs", type=positive_int, default=1, help="cells at a time, each in its own process (default 1)")
+    s.add_argument("--shard", type=shard_spec, help=argparse.SUPPRESS)  # i/N: what --jobs N gives child i
     add_import_argument(s)
     s.set_defaults(func=cmd_sweep)
     r = sub.add_parser("report", help="table and plots over a sweep's finished cells")
@@ -299,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return launch(argv[1:])
     p = build_parser()
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra:  # overrides after an option (`rlvr sweep S.yaml --jobs 2 train.steps=2`) are overrides still
+        if not isinstance(getattr(args, "overrides", None), list) or any(a.startswith("-") for a in extra):
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     if args.command == "train" and args.config is None and not args.help_config:
         p.error("train needs a CONFIG file")
     from rlvr.errors import RunError

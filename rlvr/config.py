@@ -72,6 +72,12 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 disables")
     max_new_tokens: int = Field(16, ge=1, description="maximum response length in tokens")
     generation_batch_size: int = Field(256, ge=1, description="sequences generated per generate() call on one process")
+    sampler: Literal["hf", "shared_prefill", "lean"] = Field(
+        "hf",
+        description="how engine hf samples (rlvr/sampler.py): hf (generate on n copies of each prompt), shared_prefill "
+        "(each prompt prefilled once; generate's draws) or lean (one forward per distinct prefix; generate's "
+        "distribution, other draws, fastest)",
+    )
     is_correction: Literal["none", "token_tis"] = Field(
         "none",
         description="truncated importance sampling for the rollout/training mismatch (Yao et al. 2025; verl's "
@@ -104,6 +110,19 @@ class TrainConfig(_Section):
         64,
         ge=1,
         description="sequences per forward/backward on one process (gradient accumulation fills the minibatch)",
+    )
+    fused_old_logprobs: bool = Field(
+        True,
+        description="the first minibatch's old log-probs from the update's own forward, detached (on-policy: they "
+        "equal the policy's, ratio 1, as verl and TRL do), so the no-grad pass covers only the later minibatches; "
+        "the full pass where something reads them before the update (KL in the reward, rollout.is_correction, vLLM's "
+        "mismatch metrics, model.dropout=keep; rlvr/fused.py); false = always the full pass",
+    )
+    shared_prompt_forward: bool = Field(
+        True,
+        description="log-prob and update forwards run each distinct prompt of a micro-batch once and its "
+        "responses on the prompt's KV cache (the same numbers up to float rounding; rlvr/prefix.py); the plain "
+        "forward with gradient checkpointing, ZeRO-3 or FSDP; false = always the plain forward",
     )
     lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
@@ -422,6 +441,8 @@ def check_algorithm(cfg: RunConfig) -> None:
 def check_run(cfg: RunConfig) -> None:
     """What pydantic cannot see, checked at load so that nothing is written or loaded first: the
     rollout engine exists, and output_dir can be a directory (it and its parents are not files)."""
+    if cfg.rollout.engine != "hf" and cfg.rollout.sampler != "hf":
+        raise ConfigError(f"rollout.sampler: {cfg.rollout.sampler} applies to rollout.engine=hf only")
     if cfg.rollout.engine == "vllm":
         from rlvr.vllm_engine import require_vllm  # an optional extra: one line saying how to install it
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rlvr import checkpoint as ckpt
-from rlvr import fsdp, zero
+from rlvr import fsdp, sharding, zero
 from rlvr.errors import RunError
 from rlvr.losses import all_reduce_sum
 
@@ -153,7 +153,7 @@ class RunGuards:
         """Stop when the policy's entropy (measured in this step's update) is ln |V|: uniform over the
         whole vocabulary, its gradient zero, a model a too-large step destroyed with finite weights
         (train.lr=1e6); a run that went on would end "successfully" with it. No model starts there."""
-        vocab = zero.full_shape(self.accelerator.unwrap_model(self.policy).get_output_embeddings().weight)[0]
+        vocab = zero.full_shape(sharding.unwrap(self.accelerator, self.policy).get_output_embeddings().weight)[0]
         entropy = metrics.get("entropy", 0.0)
         if math.isfinite(entropy) and entropy >= math.log(vocab) * (1 - 1e-4):
             raise RunError(
@@ -164,7 +164,7 @@ class RunGuards:
     def check_weights(self) -> None:
         """Stop the run at the first optimizer step that leaves a non-finite weight (a finite loss and
         gradient can still overflow, e.g. train.lr=1e6), naming the parameter; never train on it."""
-        bad = fsdp.first_nonfinite([self.accelerator.unwrap_model(m) for m in self.trained])  # else zero's
+        bad = fsdp.first_nonfinite([sharding.unwrap(self.accelerator, m) for m in self.trained])  # else zero's
         if bad is not None:
             name = bad[1]
             raise RunError(

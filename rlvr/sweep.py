@@ -13,6 +13,14 @@ A sweep file names a base recipe and axes:
       ppo: {critic_lr: 1.0e-3}
     overrides: [train.steps=20]            # applied to every cell
     eval: {n: 16, problems: 200}           # the eval after each run: eval settings over the recipe's
+    report:                                # optional: rlvr report's pass_at_k_panels.png, one panel per family
+      panels: {paper: [grpo, ppo], losses: [gspo]}   # values of the algorithm (or recipe) axis
+
+An axis `recipe` instead of `algorithm` names recipe files: a cell of `recipe: gspo` starts from
+`recipes[gspo]`, else gspo.yaml beside the base, whatever algorithm and options that recipe sets
+(GSPO is GRPO with `algorithm.policy_loss: gspo`; passk_max.yaml is passk with estimator max), so
+variants of one algorithm sit on one axis. `algorithms:` does not apply to it; the two axes exclude
+each other.
 
 The recipe a cell of algorithm X starts from: `recipes[X]` if given, else `X.yaml`
 beside the base recipe if there is one (recipes/tiny/dapo.yaml for a base of
@@ -30,7 +38,10 @@ Each cell gets a directory named by its settings. A cell whose eval is written
 is skipped on a rerun; a cell whose training stopped resumes from its latest
 checkpoint (or restarts), and a trained cell without an eval is only evaluated.
 `--launcher print` prints the `accelerate launch` commands instead of running
-them, `--launcher accelerate` runs each cell as such a command.
+them, `--launcher accelerate` runs each cell as such a command. `--jobs N` runs N
+cells at a time, each shard of the grid (cells i, i+N, ...) in its own `rlvr sweep
+--shard i/N` process with its output in the sweep directory's shard-i.log: the tiny
+recipes train on one thread (train.cpu_threads: 1), so a 2-core machine runs two.
 """
 
 from __future__ import annotations
@@ -55,6 +66,22 @@ from rlvr.eval.settings import EvalOverrides, to_arguments
 DONE = "cell_done.json"
 
 
+class SweepReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    panels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="family -> values of the algorithm/recipe axis: one pass@k panel each, the base in every panel",
+    )
+
+
+METHOD_AXES = ("algorithm", "recipe")
+
+
+def method_axis(axes: dict[str, Any]) -> str | None:
+    """The axis naming what is trained (algorithm or recipe), if the sweep has one."""
+    return next((a for a in METHOD_AXES if a in axes), None)
+
+
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base: str = Field(description="base recipe, relative to the sweep file")
@@ -73,6 +100,7 @@ class SweepConfig(BaseModel):
         description="the eval after each run: any eval setting (rlvr.eval.EvalSettings), unset = the cell recipe's eval: section",
     )
     accelerate_config: str | None = Field(None, description="accelerate config for --launcher print/accelerate")
+    report: SweepReport = Field(default_factory=lambda: SweepReport(), description="how rlvr report draws the sweep")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[SweepConfig, Path]:
@@ -100,6 +128,16 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     for key, values in sweep.axes.items():
         if not values:
             raise ConfigError(f"{p}: axes.{key} has no values")
+    if all(a in sweep.axes for a in METHOD_AXES):
+        raise ConfigError(f"{p}: axes.algorithm and axes.recipe both name what is trained: keep one")
+    method = method_axis(sweep.axes)
+    for family, members in sweep.report.panels.items():
+        unknown = [m for m in members if m not in (sweep.axes.get(method) or [])]
+        if unknown:
+            raise ConfigError(
+                f"{p}: report.panels.{family}: {unknown[0]!r} is not a value of axes.{method or 'algorithm'} "
+                f"({sweep.axes.get(method) or 'no such axis'})"
+            )
     recipes = {}
     for name, rel in sweep.recipes.items():
         path = (p.parent / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
@@ -144,19 +182,21 @@ def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
 def cell_name(settings: dict[str, Any]) -> str:
     parts = []
     for k, v in settings.items():
-        short = k.split(".")[-1] if k not in ("algorithm",) else ""
+        short = k.split(".")[-1] if k not in METHOD_AXES else ""
         parts.append(f"{short}{v}" if short else str(v))
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(parts))
 
 
 def recipe_source(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> Path:
     """The recipe file a cell starts from (see the module docstring)."""
-    name = settings.get("algorithm")
+    name = settings.get("algorithm", settings.get("recipe"))
     if name is None:
         return base
     if name in sweep.recipes:  # absolute after load_sweep
         return Path(sweep.recipes[name])
     own = base.parent / f"{name}.yaml"
+    if "recipe" in settings and not own.is_file():
+        raise ConfigError(f"axes.recipe: {name!r}: no recipes.{name} and no {own}")
     return own if own.is_file() else base
 
 
@@ -165,6 +205,8 @@ def cell_recipe(sweep: SweepConfig, base: Path, settings: dict[str, Any]) -> tup
     with `algorithms[X]` on top, or the base with its algorithm section replaced whole."""
     source = recipe_source(sweep, base, settings)
     raw = read_recipe(source)  # its `base:` chain resolved
+    if "recipe" in settings:  # the recipe as it is: its algorithm and options
+        return raw, source
     name = settings.get("algorithm")
     if name is not None:
         section = raw.get("algorithm") if isinstance(raw.get("algorithm"), dict) else {}
@@ -194,7 +236,7 @@ def cell_overrides(sweep: SweepConfig, settings: dict[str, Any], out: Path) -> l
     (the paper recipes') would sample every model twice at n = 256."""
     ov = [*sweep.overrides, "eval.full=false"]
     for k, v in settings.items():
-        if k == "algorithm":
+        if k in METHOD_AXES:
             continue
         if k == "seed":
             ov.append(f"train.seed={v}")
@@ -221,16 +263,36 @@ def run_sweep(
     only: int | None = None,
     overrides: list[str] | None = None,
     imports: list[str] | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
 ) -> list[Path]:
     """Run (or print) every cell. `imports`: the modules `rlvr sweep --import` imported in this process
-    (rlvr/plugins.py), passed on to every cell's train and eval command."""
+    (rlvr/plugins.py), passed on to every cell's train and eval command. `jobs` > 1: that many
+    `--shard i/jobs` processes (`run_shards`); `shard` (i, N): only cells i, i + N, ... of the grid."""
     sweep, base = load_sweep(path, overrides or [])
     root = Path(sweep.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     grid = cells(sweep)
-    (root / "sweep.json").write_text(json.dumps({"sweep": str(path), "base": str(base), "cells": grid}, indent=1))
+    if shard is None:
+        (root / "sweep.json").write_text(
+            json.dumps(
+                {
+                    "sweep": str(path),
+                    "base": str(base),
+                    "cells": grid,
+                    "method_axis": method_axis(sweep.axes),
+                    "panels": sweep.report.panels,
+                },
+                indent=1,
+            )
+        )
+    chosen = list(enumerate(grid[:only] if only else grid))
+    if jobs > 1 and launcher == "inprocess":
+        return run_shards(path, root, [cell_name(s) for _, s in chosen], jobs, only, overrides or [], imports or [])
+    if shard is not None:
+        chosen = chosen[shard[0] :: shard[1]]
     dirs = []
-    for i, settings in enumerate(grid[:only] if only else grid):
+    for i, settings in chosen:
         out = root / cell_name(settings)
         dirs.append(out)
         overrides = cell_overrides(sweep, settings, out)
@@ -260,6 +322,55 @@ def run_sweep(
             log_session(out, state, time.time() - t0, ended)
         (out / DONE).write_text(json.dumps({"settings": settings, "last_session_s": time.time() - t0}))
     return dirs
+
+
+def run_shards(
+    path: str | Path,
+    root: Path,
+    names: list[str],
+    jobs: int,
+    only: int | None,
+    overrides: list[str],
+    imports: list[str],
+) -> list[Path]:
+    """Run the grid as `jobs` child processes, `rlvr sweep PATH --shard i/jobs`, each logging to
+    root/shard-i.log; a progress bar counts finished cells. A child that fails is named with its log
+    (the others finish their cells); Ctrl-C reaches the children too (one process group), each
+    stopping its cell as a one-process sweep does (a checkpoint to resume from)."""
+    from tqdm import tqdm
+
+    from rlvr.errors import RunError
+
+    base_cmd = [sys.executable, "-m", "rlvr", "sweep", str(path), *[f"--import={m}" for m in imports]]
+    base_cmd += [f"--only={only}"] if only else []
+    procs = []
+    for i in range(jobs):
+        log = open(root / f"shard-{i}.log", "a")  # noqa: SIM115 - closed below, after the child ends
+        cmd = [*base_cmd, f"--shard={i}/{jobs}", *overrides]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    print(f"{len(names)} cells in {jobs} processes; their output: {root}/shard-*.log", flush=True)
+    done = lambda: sum((root / n / DONE).is_file() for n in names)  # noqa: E731
+    try:
+        with tqdm(total=len(names), initial=done(), desc="sweep cells", unit="cell") as bar:
+            while any(p.poll() is None for p, _ in procs):
+                time.sleep(2.0)
+                bar.update(done() - bar.n)
+            bar.update(done() - bar.n)
+    finally:
+        for p, log in procs:
+            try:
+                p.wait()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the children's checkpoints
+                p.kill()
+            log.close()
+    failed = [i for i, (p, _) in enumerate(procs) if p.returncode]
+    if failed:
+        raise RunError(
+            f"sweep shard(s) {failed} of {jobs} failed: see "
+            + ", ".join(str(root / f"shard-{i}.log") for i in failed)
+            + "; rerun the same command to resume"
+        )
+    return [root / n for n in names]
 
 
 def log_session(out: Path, state: str, seconds: float, ended: str) -> None:

@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from rlvr import checkpoint as ckpt
-from rlvr import fsdp, lora, mismatch, rundir, sharding, zero
+from rlvr import fsdp, fused, lora, mismatch, prefix, rundir, sharding, zero
 from rlvr.advantages import batch_std
 from rlvr.algorithms import build_algorithm
 from rlvr.batch import RolloutBatch, concat_batches
@@ -54,12 +54,12 @@ from rlvr.models import (
     disable_dropout,
     load_model_and_tokenizer,
     resolve_model_path,
-    response_logprobs,
 )
 from rlvr.rewards import RewardFn, RewardRunner, build_reward
 from rlvr.rewards.adapter import TrainerState
 from rlvr.rewards.runner import completion_id_lists
-from rlvr.rollout import Sampling, build_engine, model_max_length
+from rlvr.rollout import Sampling, model_max_length
+from rlvr.sampler import build_engine  # rollout.sampler: hf, shared_prefill or lean
 from rlvr.tasks import Problem
 from rlvr.timing import StepTimer
 
@@ -173,6 +173,7 @@ class Trainer(RunGuards):
             acc.unwrap_model(self.policy),
             self.tokenizer,
             batch_size=cfg.rollout.generation_batch_size,
+            sampler=cfg.rollout.sampler,
             vllm_memory=cfg.rollout.vllm_memory,
             vllm_sleep=cfg.rollout.vllm_sleep,
         )
@@ -210,7 +211,7 @@ class Trainer(RunGuards):
                 metrics.update(self.train_on(batch))
                 self.check_uniform(metrics)
                 metrics.update({k: v for k, v in batch.metrics.items() if k not in metrics})  # the algorithm's own
-                self.engine.sync_weights(self.accelerator.unwrap_model(self.policy))
+                self.engine.sync_weights(sharding.unwrap(self.accelerator, self.policy))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.steps:
                     with self.timer("eval"):  # before the step's row, which holds its time
                         self.evaluate(step + 1, tag=f"step-{step + 1}")
@@ -311,35 +312,47 @@ class Trainer(RunGuards):
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """Everything after collection: log-probs, the algorithm's advantages, the update."""
+        parts = self.minibatch_parts(len(batch))  # [epoch][minibatch]: the rows of each optimizer step
+        fill = fused.can_fuse(self, batch)  # the first minibatch's old log-probs from its own forward (rlvr/fused.py)
         with self.timer("logprobs"):
-            self.logprob_pass(batch)
+            self.logprob_pass(batch, skip=parts[0][0] if fill else None)
         self.algorithm.compute_advantages(batch)
         mismatch.apply_is_correction(batch, self.cfg.rollout)  # rollout.is_correction: token_tis scales advantages
         self.algorithm.prepare(batch)
         with self.timer("update"):
-            return self.update(batch)
+            return self.update(batch, parts, fill_first=fill)
 
-    def logprob_pass(self, batch: RolloutBatch) -> None:
-        """Log-probs of the sampling policy, then the algorithm's own no-grad passes
-        (`after_logprobs`)."""
-        batch.old_logprobs = self.logprobs(self.policy, batch)
+    def logprob_pass(self, batch: RolloutBatch, skip: torch.Tensor | None = None) -> None:
+        """Log-probs of the sampling policy (rows `skip` NaN: the update fills them, rlvr/fused.py), then the
+        algorithm's own no-grad passes (`after_logprobs`)."""
+        batch.old_logprobs = fused.old_logprobs(self, batch, skip)
         batch.metrics.update(mismatch.rollout_mismatch(batch))  # the engine's log-probs vs these (vllm)
         self.algorithm.after_logprobs(batch, self)
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """Epochs x minibatches of optimizer steps over `batch`, each minibatch's gradient
-        accumulated over micro-batches; every trained model is stepped together."""
+    def minibatch_parts(self, B: int) -> list[list[torch.Tensor]]:
+        """The rows of each optimizer step of this step's update: per epoch, a fresh permutation split in
+        train.minibatches parts."""
+        gen = torch.Generator().manual_seed(self.cfg.train.seed + 17 * self.schedulers[0].last_epoch)
+        M = self.cfg.train.minibatches
+        return [list(torch.tensor_split(torch.randperm(B, generator=gen), M)) for _ in range(self.cfg.train.epochs)]
+
+    def update(
+        self, batch: RolloutBatch, parts: list[list[torch.Tensor]] | None = None, fill_first: bool = False
+    ) -> dict[str, float]:
+        """Epochs x minibatches of optimizer steps over `batch` (rows `parts`, default `minibatch_parts`), each
+        minibatch's gradient accumulated over micro-batches; every trained model is stepped together. With
+        `fill_first` the first minibatch's old log-probs are its own forward's, detached (rlvr/fused.py)."""
         cfg, acc = self.cfg, self.accelerator
-        B, M = len(batch), cfg.train.minibatches
         sums: dict[str, float] = {}  # compute_loss's metrics, weighted by tokens or summed (loss_metrics)
         tokens, losses, grad_norms, lrs = 0.0, [], [], []
-        gen = torch.Generator().manual_seed(cfg.train.seed + 17 * self.schedulers[0].last_epoch)
         for m in self.trained:
             m.train()
-        for _ in range(cfg.train.epochs):
-            perm = torch.randperm(B, generator=gen)
-            for part in torch.tensor_split(perm, M):
+        for e, epoch_parts in enumerate(parts if parts is not None else self.minibatch_parts(len(batch))):
+            for j, part in enumerate(epoch_parts):
                 mini = batch.select(part)
+                fill = fill_first and e == 0 and j == 0  # on-policy: micro_loss fills old_logprobs
+                if fill:
+                    mini.old_logprobs = None
                 mini.global_tokens = float(all_reduce_sum(mini.response_mask.sum().detach().cpu().double()))
                 mini.global_seqs = float(all_reduce_sum(torch.tensor(float(len(mini)), dtype=torch.float64)))
                 micros = list(self.micro_batches(mini, cfg.train.micro_batch_size))
@@ -349,6 +362,9 @@ class Trainer(RunGuards):
                         loss, metrics = self.micro_loss(micro)
                         zero.backward(acc, self.trained, loss * self.world)  # several DeepSpeed engines too
                     step_loss += float(loss.detach())
+                    if fill:  # for later epochs and whatever reads the batch after the update
+                        rows = part[i * cfg.train.micro_batch_size :][: len(micro)]  # micro_batches' chunks
+                        batch.old_logprobs[rows.to(batch.old_logprobs.device)] = micro.old_logprobs
                     n_tok = float(micro.response_mask.sum())
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * (1.0 if k in self.algorithm.loss_terms else n_tok)
@@ -392,9 +408,9 @@ class Trainer(RunGuards):
         """The algorithm's loss on one micro-batch: the policy's log-probs at the sampling
         temperature and entropy (differentiated only if the algorithm wants), its own
         models' outputs (`forward_extras`), `compute_loss`."""
-        logprobs, entropy = response_logprobs(
-            self.policy, micro, temperature=self.cfg.rollout.temperature, with_entropy=True
-        )
+        logprobs, entropy = prefix.logprobs(self, self.policy, micro, with_entropy=True)  # rlvr/prefix.py
+        if micro.old_logprobs is None:  # the first minibatch, on-policy: its own log-probs (rlvr/fused.py)
+            micro.old_logprobs = logprobs.detach()
         if not self.algorithm.wants_entropy_grad:
             entropy = entropy.detach()
         return self.algorithm.compute_loss(micro, logprobs, entropy=entropy, **self.algorithm.forward_extras(micro))
@@ -496,8 +512,7 @@ class Trainer(RunGuards):
 
     def logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs [B, R] of the responses under `model` at the sampling temperature, no grad."""
-        T = self.cfg.rollout.temperature
-        return self.forward(lambda mb: response_logprobs(model, mb, temperature=T)[0], batch)
+        return self.forward(lambda mb: prefix.logprobs(self, model, mb)[0], batch)  # prompts shared (rlvr/prefix.py)
 
     # ------------------------------------------------------------ helpers
 

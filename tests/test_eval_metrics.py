@@ -359,6 +359,43 @@ def test_maj_at_k_expectation_over_subsets():
     assert maj_at_k(answers, correct, 3, resamples=220) == pytest.approx(52 / 220)  # exact
 
 
+def exact_maj(counts: dict, order: list, right: str, k: int) -> float:
+    """maj@k by hand: every composition of a k-subset (x None, x of each answer), weighted by its number of
+    subsets (prod C(m, x)); the most votes wins, ties to the earliest answer in `order`, None no vote."""
+    import itertools
+    import math
+
+    names = [None, *order]
+    total, win = 0, 0
+    for xs in itertools.product(*(range(counts[a] + 1) for a in names)):
+        if sum(xs) != k:
+            continue
+        w = math.prod(math.comb(counts[a], x) for a, x in zip(names, xs, strict=True))
+        votes = xs[1:]
+        total += w
+        if max(votes) > 0 and order[votes.index(max(votes))] == right:
+            win += w
+    return win / total
+
+
+def test_maj_at_k_monte_carlo_agrees_with_a_hand_count_on_ties_and_nones():
+    """The Monte Carlo branch (C(24, 9) subsets > resamples; answer counts drawn at once) against an exact hand
+    count: ties go to the earliest answer (b, the right one, appears before a), None casts no vote."""
+    answers = [["b", None, "a", "c", None, "a"] + ["b", "a", None, "c"] * 4 + ["b", None]]
+    counts = {a: answers[0].count(a) for a in (None, "a", "b", "c")}
+    assert counts == {None: 7, "a": 6, "b": 6, "c": 5}
+    correct = [[a == "b" for a in answers[0]]]
+    exact = exact_maj(counts, ["b", "a", "c"], "b", 9)
+    assert maj_at_k(answers, correct, 9, resamples=20_000, seed=1) == pytest.approx(exact, abs=0.017)  # 5 s.e.
+    # a subset of Nones only is wrong: 20 Nones of 24, k = 3 (C(24, 3) = 2024 > 2000 resamples)
+    sparse = [[None] * 10 + ["b", "a"] + [None] * 10 + ["b", "a"]]
+    expect = exact_maj({None: 20, "a": 2, "b": 2}, ["b", "a"], "b", 3)
+    assert maj_at_k(sparse, [[a == "b" for a in sparse[0]]], 3, resamples=2000) == pytest.approx(expect, abs=0.05)
+    # the other tie rule or None as a vote would be off by more than that
+    assert abs(exact_maj(counts, ["a", "b", "c"], "b", 9) - exact) > 0.05
+    assert abs(exact_maj({**counts, None: 0, "n": 7}, ["b", "a", "c", "n"], "b", 9) - exact) > 0.05
+
+
 def test_maj_at_k_bad_input():
     with pytest.raises(ValueError, match=r"k=3.*n=2"):
         maj_at_k([["a", "b"], ["a", "b", "c"]], [[True, False], [True, False, False]], 3)

@@ -108,7 +108,9 @@ def test_base_cache_key_names_the_engine_only_when_not_hf():
     from rlvr.eval.runner import base_cache_key
     from rlvr.eval.settings import EvalSettings
 
-    problems, s = [Problem("p", "a", id="0")], EvalSettings()
+    problems, s = [Problem("p", "a", id="0")], EvalSettings(sampler="hf")
     hf = base_cache_key("tiny-missing", problems, s)
     assert "engine" not in hf  # existing caches keep their keys
     assert base_cache_key("tiny-missing", problems, s, engine="vllm") == {"engine": "vllm", **hf}
+    # vllm draws alike whatever eval.sampler says (the hf engine's samplers; tests/test_sampler.py)
+    assert base_cache_key("tiny-missing", problems, EvalSettings(), engine="vllm") == {"engine": "vllm", **hf}

@@ -159,7 +159,7 @@ def test_reference_logprobs_equal_the_base_models_with_no_second_copy(tmp_path):
     batch = a_batch(tok, base)
     want = logprobs(base, batch)
     got = trainer.logprobs(ref, batch) * batch.response_mask  # the service the algorithm uses
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)  # float rounding: it shares prompts (rlvr/prefix.py)
     adapted = trainer.logprobs(trainer.policy, batch) * batch.response_mask
     assert (adapted - want).abs().max() > 1e-2, "the adapters change nothing: the comparison proves nothing"
     # the policy is untouched by the reference pass: adapters on again, still trainable

@@ -294,3 +294,32 @@ def test_a_metrics_json_without_counts_gets_no_interval_and_says_so(sweep):
     assert rows["algorithm=rloo"]["dSE CI lo (points)"] == "" and rows["algorithm=grpo"]["dSE CI lo (points)"] != ""
     md = (root / "report.md").read_text()
     assert "> note: algorithm=rloo: no dSE interval" in md and "> note: algorithm=rloo: no pass@k band" in md
+
+
+def _pass_at_k_by_hand(n: int, c: list[int], k: int) -> float:
+    """The unbiased estimator, 1 - C(n - c, k) / C(n, k), averaged over problems (Chen et al. 2021)."""
+    from math import comb
+
+    return float(np.mean([1 - comb(n - ci, k) / comb(n, k) for ci in c]))
+
+
+def test_pass_at_K_minus_base_is_the_paired_seed_mean_difference(sweep):
+    """Issue 15's question per setting: pass@K of the seed mean minus the base's, by hand, with a paired
+    interval holding it; in the table and the CSV."""
+    root, results = sweep
+    write_sweep_report(root)
+    rows = read_csv(root)
+    base = _pass_at_k_by_hand(N, BASE_C, N)
+    want = np.mean([_pass_at_k_by_hand(N, model_c(s), N) for s in (0, 1)]) - base
+    two = rows["algorithm=grpo"]
+    assert float(two[f"pass@{N} - base (points)"]) == pytest.approx(100 * want, abs=1e-3)
+    lo, hi = float(two[f"pass@{N} - base CI lo (points)"]), float(two[f"pass@{N} - base CI hi (points)"])
+    assert lo <= 100 * want <= hi and lo < hi
+    one = rows["algorithm=rloo"]
+    want1 = _pass_at_k_by_hand(N, model_c(10), N) - base
+    assert float(one[f"pass@{N} - base (points)"]) == pytest.approx(100 * want1, abs=1e-3)
+    line = next(l for l in (root / "report.md").read_text().splitlines() if l.startswith("| algorithm=grpo |"))
+    assert f"| {100 * want:+.1f} [" in line
+    md = (root / "report.md").read_text()
+    b1 = _pass_at_k_by_hand(N, BASE_C, 1)
+    assert f"The base (every cell's comparison): pass@1 {100 * b1:.1f} [" in md
