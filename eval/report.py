@@ -336,13 +336,41 @@ def _group_stats(cs: list[dict], K: int | None, notes: list[str], key: str) -> d
     return rec
 
 
-def sweep_panels(sweep_dir: Path) -> tuple[str | None, dict[str, list[str]]]:
-    """The sweep file's method axis and report.panels, as `rlvr sweep` saved them in sweep.json
-    ({} for a sweep without panels or written before they were saved)."""
+def sweep_panels(sweep_dir: Path) -> tuple[str | None, dict[str, list[str]], str | None]:
+    """The sweep file's method axis, report.panels and report.versus, as `rlvr sweep` saved them in
+    sweep.json ({} and None for a sweep without them or written before they were saved)."""
     meta = sweep_dir / "sweep.json"
     info = _read_json(meta) if meta.is_file() else {}
-    panels = info.get("panels") if isinstance(info, dict) else None
-    return (info.get("method_axis") if isinstance(info, dict) else None), (panels if isinstance(panels, dict) else {})
+    info = info if isinstance(info, dict) else {}
+    panels = info.get("panels")
+    return info.get("method_axis"), (panels if isinstance(panels, dict) else {}), info.get("versus")
+
+
+def _versus(table: list[dict], groups: dict[str, list[dict]], ref: str, K: int | None, notes: list[str]) -> None:
+    """rec["versus CI"] of every setting but `ref`: the seed mean's pass@K minus `ref`'s seed mean's, with
+    the paired two-level interval (both settings' cells scored on the same problems)."""
+    from .metrics import bootstrap_pass_at_k_combination
+
+    if ref not in groups or not K:
+        notes.append(f"report.versus: no finished cells of {ref}" if K else "report.versus: no common K")
+        return
+    theirs = [r["result"] for r in groups[ref]]
+    for rec in table:
+        if rec["setting"] == ref:
+            continue
+        ours = [c["result"] for c in groups[rec["setting"]]]
+        if not all(_counts(r["model_metrics"]) for r in ours + theirs):
+            notes.append(f"{rec['setting']}: no interval versus {ref} (a metrics.json without per-problem counts)")
+            continue
+        terms = [(*_counts(r["model_metrics"]), [K], 1.0 / len(ours)) for r in ours]
+        terms += [(*_counts(r["model_metrics"]), [K], -1.0 / len(theirs)) for r in theirs]
+        spec = ours[0].get("spec", {})
+        try:
+            (rec["versus CI"],) = bootstrap_pass_at_k_combination(
+                terms, resamples=int(spec.get("resamples", 1000)), seed=int(spec.get("seed", 0))
+            )
+        except ValueError as e:
+            notes.append(f"{rec['setting']}: no interval versus {ref} ({e})")
 
 
 def _panel_rank(panels: dict[str, list[str]], method: str | None, cs: list[dict]) -> tuple[int, int]:
@@ -377,7 +405,11 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
     table = [_group_stats(cs, Ks[key], notes, key) for key, cs in groups.items()]
     known = {K for K in Ks.values() if K}
     kname = str(next(iter(known))) if len(known) == 1 else "K"  # the number in headers when every setting shares it
-    md, csv_rows = _report_table(table, kname, family)
+    versus = sweep_panels(sweep_dir)[2]
+    ref = f"{method}={versus}" if versus else None
+    if ref:
+        _versus(table, groups, ref, int(kname) if kname.isdigit() else None, notes)
+    md, csv_rows = _report_table(table, kname, family, versus)
     md = [
         "# Sweep report",
         "",
@@ -393,7 +425,8 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
         "k* = the smallest k (any k from 1 to n) where the base matches or beats the model, per seed; "
         "gained / lost = problems solvable by the model only / by the base only; "
         f"pass@{kname} - base: the seed mean's pass@{kname} minus the base's, its interval paired over problems "
-        "like dSE's (above 0: the method keeps more than the base solves at that k).",
+        "like dSE's (above 0: the method keeps more than the base solves at that k)"
+        + (f"; pass@{kname} - {versus}: the same against {versus}'s seed mean." if versus else "."),
     ]
     if not all(rec["wall_exact"] for rec in table):
         md.append(
@@ -463,7 +496,7 @@ def _setting_groups(cells: list[dict], sweep_dir: Path) -> tuple[dict[str, list[
     for c in cells:
         key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
         groups.setdefault(key, []).append(c)
-    method, panels = sweep_panels(sweep_dir)
+    method, panels, _ = sweep_panels(sweep_dir)
     family = {}  # setting -> its family (report.panels), the table in the panels' order
     for fam, members in panels.items():
         for member in members:
@@ -475,8 +508,10 @@ def _setting_groups(cells: list[dict], sweep_dir: Path) -> tuple[dict[str, list[
     return groups, family, method, panels
 
 
-def _report_table(table: list[dict], kname: str, family: dict[str, str]) -> tuple[list[str], list[dict]]:
-    """report.md's table lines and report.csv's rows."""
+def _report_table(
+    table: list[dict], kname: str, family: dict[str, str], versus: str | None = None
+) -> tuple[list[str], list[dict]]:
+    """report.md's table lines and report.csv's rows (a column versus report.versus where it is set)."""
 
     def mean_sd(name, rec, points):
         v, sd = rec[name]
@@ -494,8 +529,13 @@ def _report_table(table: list[dict], kname: str, family: dict[str, str]) -> tupl
         + "| setting | seeds | "
         + ("K | " if kname == "K" else "")
         + " | ".join(c[1] for c in cols)
-        + f" | dSE CI | pass@{kname} - base [CI] | k* | gained | lost | wall time (s) |",
-        ("|---" if family else "") + "|---|---|" + ("---|" if kname == "K" else "") + "---|" * (len(cols) + 6),
+        + f" | dSE CI | pass@{kname} - base [CI] | "
+        + (f"pass@{kname} - {versus} [CI] | " if versus else "")
+        + "k* | gained | lost | wall time (s) |",
+        ("|---" if family else "")
+        + "|---|---|"
+        + ("---|" if kname == "K" else "")
+        + "---|" * (len(cols) + 6 + bool(versus)),
     ]
     csv_rows = []
     for rec in table:
@@ -503,13 +543,19 @@ def _report_table(table: list[dict], kname: str, family: dict[str, str]) -> tupl
         ci_txt = "n/a" if ci is None else f"[{100 * ci[1]:.1f}, {100 * ci[2]:.1f}]"
         d = rec["delta CI"]
         d_txt = "n/a" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+        vs = rec.get("versus CI")
+        v_txt = (
+            ""
+            if not versus
+            else ("- | " if vs is None else f"{100 * vs[0]:+.1f} [{100 * vs[1]:+.1f}, {100 * vs[2]:+.1f}] | ")
+        )
         wall = mean_sd("wall time (s)", rec, False) + ("" if rec["wall_exact"] else " *")
         md.append(
             (f"| {family.get(rec['setting'], '')} " if family else "")
             + f"| {rec['setting']} | {rec['seeds']} | "
             + (f"{rec['K']} | " if kname == "K" else "")
             + " | ".join(mean_sd(name, rec, p) for name, _, p in cols)
-            + f" | {ci_txt} | {d_txt} | {_k_star_text(rec['k*']) or 'n/a'} | "
+            + f" | {ci_txt} | {d_txt} | {v_txt}{_k_star_text(rec['k*']) or 'n/a'} | "
             + " | ".join(mean_sd(name, rec, p) for name, _, p in counts_cols)
             + f" | {wall} |"
         )
@@ -524,6 +570,9 @@ def _report_table(table: list[dict], kname: str, family: dict[str, str]) -> tupl
         row["dSE CI hi (points)"] = None if ci is None else round(100 * ci[2], 4)
         for i, end in ((0, ""), (1, " CI lo"), (2, " CI hi")):  # pass@K of the seed mean - the base's, paired
             row[f"pass@{kname} - base{end} (points)"] = None if d is None else round(100 * d[i], 4)
+        if versus:  # pass@K of the seed mean - report.versus's, paired
+            for i, end in ((0, ""), (1, " CI lo"), (2, " CI hi")):
+                row[f"pass@{kname} - {versus}{end} (points)"] = None if vs is None else round(100 * vs[i], 4)
         band = rec["curve"].get(int(rec["K"])) if rec["K"] else None  # the pass@K band of the seed mean
         row[f"pass@{kname} CI lo (points)"] = round(100 * band[1], 4) if isinstance(band, tuple) else None
         row[f"pass@{kname} CI hi (points)"] = round(100 * band[2], 4) if isinstance(band, tuple) else None

@@ -15,6 +15,7 @@ A sweep file names a base recipe and axes:
     eval: {n: 16, problems: 200}           # the eval after each run: eval settings over the recipe's
     report:                                # optional: rlvr report's pass_at_k_panels.png, one panel per family
       panels: {paper: [grpo, ppo], losses: [gspo]}   # values of the algorithm (or recipe) axis
+      versus: grpo                         # a column: each setting's pass@K minus GRPO's, paired, with its CI
 
 An axis `recipe` instead of `algorithm` names recipe files: a cell of `recipe: gspo` starts from
 `recipes[gspo]`, else gspo.yaml beside the base, whatever algorithm and options that recipe sets
@@ -71,6 +72,11 @@ class SweepReport(BaseModel):
     panels: dict[str, list[str]] = Field(
         default_factory=dict,
         description="family -> values of the algorithm/recipe axis: one pass@k panel each, the base in every panel",
+    )
+    versus: str | None = Field(
+        None,
+        description="a value of the algorithm/recipe axis: each other setting's pass@K minus its, paired over "
+        "problems, with its interval (a column of the report)",
     )
 
 
@@ -131,6 +137,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if all(a in sweep.axes for a in METHOD_AXES):
         raise ConfigError(f"{p}: axes.algorithm and axes.recipe both name what is trained: keep one")
     method = method_axis(sweep.axes)
+    versus = sweep.report.versus
+    if versus is not None and versus not in (sweep.axes.get(method) or []):
+        raise ConfigError(
+            f"{p}: report.versus: {versus!r} is not a value of axes.{method or 'algorithm'} "
+            f"({sweep.axes.get(method) or 'no such axis'})"
+        )
     for family, members in sweep.report.panels.items():
         unknown = [m for m in members if m not in (sweep.axes.get(method) or [])]
         if unknown:
@@ -282,6 +294,7 @@ def run_sweep(
                     "cells": grid,
                     "method_axis": method_axis(sweep.axes),
                     "panels": sweep.report.panels,
+                    "versus": sweep.report.versus,
                 },
                 indent=1,
             )

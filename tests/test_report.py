@@ -323,3 +323,24 @@ def test_pass_at_K_minus_base_is_the_paired_seed_mean_difference(sweep):
     md = (root / "report.md").read_text()
     b1 = _pass_at_k_by_hand(N, BASE_C, 1)
     assert f"The base (every cell's comparison): pass@1 {100 * b1:.1f} [" in md
+
+
+def test_versus_is_the_paired_difference_of_seed_means(sweep):
+    """report.versus (saved in sweep.json by rlvr sweep): each setting's pass@K minus the reference's, by hand."""
+    root, results = sweep
+    (root / "sweep.json").write_text(json.dumps({"method_axis": "algorithm", "versus": "grpo"}))
+    write_sweep_report(root)
+    rows = read_csv(root)
+    grpo = np.mean([_pass_at_k_by_hand(N, model_c(s), N) for s in (0, 1)])
+    want = _pass_at_k_by_hand(N, model_c(10), N) - grpo
+    one = rows["algorithm=rloo"]
+    assert float(one[f"pass@{N} - grpo (points)"]) == pytest.approx(100 * want, abs=1e-3)
+    lo, hi = float(one[f"pass@{N} - grpo CI lo (points)"]), float(one[f"pass@{N} - grpo CI hi (points)"])
+    assert lo <= 100 * want <= hi and lo < hi
+    assert rows["algorithm=grpo"][f"pass@{N} - grpo (points)"] == ""  # the reference itself
+    md = (root / "report.md").read_text()
+    assert f"| pass@{N} - grpo [CI] |" in md
+    line = next(l for l in md.splitlines() if l.startswith("| algorithm=rloo |"))
+    assert f"| {100 * want:+.1f} [" in line
+    table = [l for l in md.splitlines() if l.startswith("|")]
+    assert len({l.count("|") for l in table}) == 1  # header, rule and rows line up

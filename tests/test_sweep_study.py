@@ -118,6 +118,7 @@ def two_recipes(d: Path, model) -> None:
         ({"axes": {"recipe": ["a", "nope"]}}, "'nope': no recipes.nope and no"),
         ({"report": {"panels": {"fam": ["a", "c"]}}}, "report.panels.fam: 'c' is not a value of axes.recipe"),
         ({"report": {"panelz": {}}}, "panelz"),
+        ({"report": {"versus": "grpo"}}, "report.versus: 'grpo' is not a value of axes.recipe"),
     ],
 )
 def test_recipe_axis_and_panels_errors_name_the_key(tmp_path, capsys, random_model, extra, says):
