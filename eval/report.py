@@ -55,10 +55,10 @@ def write_eval_report(out: Path, r: dict[str, Any]) -> list[Path]:
 
 
 def summary_markdown(r: dict[str, Any]) -> str:
+    """summary.md of one eval: the question (with a base), pass@k, hygiene, perplexity."""
     label = r["label"]
     m, b, comp = r["model_metrics"], r.get("base_metrics"), r.get("comparison")
     spec = r["spec"]
-    ks = sorted(int(k) for k in m["pass_at_k"])
     lines = [f"# Eval: {label}" + (" vs base" if b else ""), ""]
     lines.append(
         f"{m['problems']} problems, n = {m['n_min']}"
@@ -67,30 +67,48 @@ def summary_markdown(r: dict[str, Any]) -> str:
     )
     lines.append("")
     if b and comp:
-        cov, dse = comp["coverage"], comp["dse"]
-        K = comp["K"]
-        b1, m1 = _get(b, 1), _get(m, 1)
-        lines += [
-            "## The question",
-            "",
-            f"- pass@1: base {pct(b1['mean'])} -> {label} {pct(m1['mean'])}.",
-            f"- pass@{K}: base {pct(_get(b, K)['mean'])}, {label} {pct(_get(m, K)['mean'])}.",
-            f"- Sampling-efficiency gap dSE = pass@{K}(base) - pass@1({label}) = {100 * dse['dse']:.1f} points "
-            f"({interval_of(m)}: {100 * dse['lo']:.1f} to {100 * dse['hi']:.1f}); lower is better.",
-            "- Crossover k*: "
-            + (
-                f"the base matches or beats {label} from k = {comp['crossover_k']} on."
-                if comp["crossover_k"]
-                else f"none: {label} stays above the base at every k measured."
-            ),
-            f"- Solvable problems (at least one correct sample): both {cov['both']}, base only {cov['base_only']}, "
-            f"{label} only {cov['model_only']}, neither {cov['neither']} (Jaccard {cov['jaccard']:.2f}).",
-            "",
-            verdict(b, m, cov, label),
-            "",
-        ]
-        lines += notes(comp)
+        lines += _question_lines(m, b, comp, label)
+    lines += _pass_at_k_lines(m, b, label) + _hygiene_lines(m, b, label)
+    ppl = r.get("perplexity")
+    if ppl:
+        lines += _perplexity_lines(ppl, label)
     lines += [
+        "",
+        "Plots: pass_at_k.png, accuracy_histogram.png" + (", perplexity.png" if ppl else "") + ".",
+        "Every sample: samples_*.jsonl. All numbers: metrics.json.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _question_lines(m: dict, b: dict, comp: dict, label: str) -> list[str]:
+    cov, dse = comp["coverage"], comp["dse"]
+    K = comp["K"]
+    b1, m1 = _get(b, 1), _get(m, 1)
+    lines = [
+        "## The question",
+        "",
+        f"- pass@1: base {pct(b1['mean'])} -> {label} {pct(m1['mean'])}.",
+        f"- pass@{K}: base {pct(_get(b, K)['mean'])}, {label} {pct(_get(m, K)['mean'])}.",
+        f"- Sampling-efficiency gap dSE = pass@{K}(base) - pass@1({label}) = {100 * dse['dse']:.1f} points "
+        f"({interval_of(m)}: {100 * dse['lo']:.1f} to {100 * dse['hi']:.1f}); lower is better.",
+        "- Crossover k*: "
+        + (
+            f"the base matches or beats {label} from k = {comp['crossover_k']} on."
+            if comp["crossover_k"]
+            else f"none: {label} stays above the base at every k measured."
+        ),
+        f"- Solvable problems (at least one correct sample): both {cov['both']}, base only {cov['base_only']}, "
+        f"{label} only {cov['model_only']}, neither {cov['neither']} (Jaccard {cov['jaccard']:.2f}).",
+        "",
+        verdict(b, m, cov, label),
+        "",
+    ]
+    return lines + notes(comp)
+
+
+def _pass_at_k_lines(m: dict, b: dict | None, label: str) -> list[str]:
+    lines = [
         "## pass@k",
         "",
         f"In percent, with [{interval_of(m)}].",
@@ -98,14 +116,18 @@ def summary_markdown(r: dict[str, Any]) -> str:
         "| k | " + ("base | " if b else "") + f"{label} |",
         "|---|" + ("---|" if b else "") + "---|",
     ]
-    for k in ks:
+    for k in sorted(int(k) for k in m["pass_at_k"]):
         mk = _get(m, k)
         row = f"| {k} | "
         if b:
             bk = _get(b, k)
             row += f"{pct(bk['mean'])} [{pct(bk['lo'])}, {pct(bk['hi'])}] | " if bk else "| "
         lines.append(row + f"{pct(mk['mean'])} [{pct(mk['lo'])}, {pct(mk['hi'])}] |")
-    lines += [
+    return lines
+
+
+def _hygiene_lines(m: dict, b: dict | None, label: str) -> list[str]:
+    lines = [
         "",
         "## Hygiene",
         "",
@@ -127,26 +149,21 @@ def summary_markdown(r: dict[str, Any]) -> str:
             else (lambda v: "n/a" if v is None else f"{v:.2f}")
         )
         lines.append(f"| {name} | " + (f"{fmt(b.get(key))} | " if b else "") + f"{fmt(m.get(key))} |")
-    ppl = r.get("perplexity")
-    if ppl:
-        med = ppl["median"]
-        lines += [
-            "",
-            "## Perplexity (medians)",
-            "",
-            f"- PPL_base(Y_base) {med['base_on_base']:.3f}, PPL_base(Y_{label}) {med['base_on_model']:.3f}, "
-            f"PPL_{label}(Y_{label}) {med['model_on_model']:.3f}.",
-            f"- Mean token entropy: base {ppl['entropy']['base']:.3f}, {label} {ppl['entropy']['model']:.3f}.",
-            "- A PPL_base(Y_model) close to PPL_base(Y_base) means the trained model's answers are ones the base "
-            "already found likely (Yue et al. 2025, sec. 4).",
-        ]
-    lines += [
+    return lines
+
+
+def _perplexity_lines(ppl: dict, label: str) -> list[str]:
+    med = ppl["median"]
+    return [
         "",
-        "Plots: pass_at_k.png, accuracy_histogram.png" + (", perplexity.png" if ppl else "") + ".",
-        "Every sample: samples_*.jsonl. All numbers: metrics.json.",
+        "## Perplexity (medians)",
         "",
+        f"- PPL_base(Y_base) {med['base_on_base']:.3f}, PPL_base(Y_{label}) {med['base_on_model']:.3f}, "
+        f"PPL_{label}(Y_{label}) {med['model_on_model']:.3f}.",
+        f"- Mean token entropy: base {ppl['entropy']['base']:.3f}, {label} {ppl['entropy']['model']:.3f}.",
+        "- A PPL_base(Y_model) close to PPL_base(Y_base) means the trained model's answers are ones the base "
+        "already found likely (Yue et al. 2025, sec. 4).",
     ]
-    return "\n".join(lines)
 
 
 def _get(m: dict, k: int) -> dict | None:

@@ -281,6 +281,8 @@ def run_sweep(
     """Run (or print) every cell. `imports`: the modules `rlvr sweep --import` imported in this process
     (rlvr/plugins.py), passed on to every cell's train and eval command. `jobs` > 1: that many
     `--shard i/jobs` processes (`run_shards`); `shard` (i, N): only cells i, i + N, ... of the grid."""
+    if jobs > 1 and launcher != "inprocess":  # not silently one at a time
+        raise ConfigError(f"--jobs {jobs} runs in-process shards; --launcher {launcher} runs its cells one at a time")
     sweep, base = load_sweep(path, overrides or [])
     root = Path(sweep.output_dir)
     root.mkdir(parents=True, exist_ok=True)

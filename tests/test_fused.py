@@ -52,13 +52,45 @@ def ragged_batch(tok, n: int = 3):
 def grads_of(model, lp, mask):
     model.zero_grad()
     (lp * mask * torch.linspace(0.5, 1.5, mask.numel()).view_as(mask)).sum().backward()
-    return {k: p.grad.clone() for k, p in model.named_parameters()}
+    return {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("T", [1.0, 0.7])
-def test_shared_prompt_forward_gives_the_plain_forwards_logprobs_and_gradients(random_model, T):
+def arch_model(random_model, arch: str):
+    """The random Qwen2, a random Llama on its tokenizer, or the Qwen2 with LoRA adapters (peft), in train mode."""
     model, tok = load_model_and_tokenizer(str(random_model))
-    model.train()
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(3)
+        c = model.config
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=c.vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=256,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        )
+    elif arch == "qwen2+lora":
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(3)
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+        for name, p in model.named_parameters():  # non-zero B: the adapters change the forward
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+    return model.train(), tok
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "qwen2+lora"])
+@pytest.mark.parametrize("T", [1.0, 0.7])
+def test_shared_prompt_forward_gives_the_plain_forwards_logprobs_and_gradients(random_model, T, arch):
+    model, tok = arch_model(random_model, arch)
     batch = ragged_batch(tok).select([4, 0, 8, 2, 5, 1, 7])  # shuffled; prompt 2 once, prompts 0 and 1 several times
     mask = batch.response_mask
     lp, ent = response_logprobs(model, batch, temperature=T, with_entropy=True)
@@ -68,7 +100,11 @@ def test_shared_prompt_forward_gives_the_plain_forwards_logprobs_and_gradients(r
     on = mask.bool()
     torch.testing.assert_close(lp2[on], lp[on], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ent2[on], ent[on], rtol=1e-5, atol=1e-5)
+    assert want and all(k in got for k in want)
     for k in want:
+        if want[k] is None:  # frozen (the base weights under LoRA)
+            assert got[k] is None, k
+            continue
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
     assert shared_prompt_logprobs(model, ragged_batch(tok, n=1), temperature=T) is None  # nothing to share
 

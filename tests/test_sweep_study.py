@@ -176,6 +176,14 @@ def test_a_failing_shard_is_named_with_its_log(tmp_path, capsys, monkeypatch, ra
     assert "sweep shard(s) [0, 1] of 2 failed" in err and str(out / "shard-0.log") in err
 
 
+def test_jobs_with_another_launcher_is_refused_not_dropped(tmp_path, capsys, random_model):
+    two_recipes(tmp_path, random_model)
+    s = write_sweep(tmp_path / "s.yaml", "a.yaml", tmp_path / "out")
+    assert cli(["sweep", s, "--jobs", "2", "--launcher", "print"]) == 2
+    assert "--jobs 2 runs in-process shards; --launcher print runs its cells one at a time" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_options_are_still_refused(capsys):
     with pytest.raises(SystemExit):
         cli(["sweep", "x.yaml", "--jbos", "2"])
