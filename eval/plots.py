@@ -61,6 +61,31 @@ def _need(data: Mapping, what: str) -> None:
         raise ValueError(f"nothing to plot: {what} is empty")
 
 
+def _draw_curve(ax, curve: Mapping, label: str, color, is_base: bool, *, ms: float, lw: float) -> list[int]:
+    """One pass@k curve on `ax` (dashed when it is the base's), its band where (mean, lo, hi) are given;
+    returns its ks."""
+    ks = sorted(curve)
+    if not ks:
+        raise ValueError(f"curve {label!r} has no points")
+    pts = [_points(_triple(curve[k])) for k in ks]
+    ax.plot(ks, [p[0] for p in pts], marker="o", ms=ms, lw=lw, ls="--" if is_base else "-", color=color,
+            label=label, zorder=3 if is_base else 2)  # fmt: skip
+    if all(p[1] is not None for p in pts):
+        ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=color, alpha=0.15, lw=0)
+    return ks
+
+
+def _k_axis(ax, ks: set[int]) -> None:
+    """k on a log2 axis (powers of two only beyond twelve ticks, to stay readable), pass@k in points."""
+    ax.set_xscale("log", base=2)
+    ticks = sorted(ks)
+    if len(ticks) > 12:
+        ticks = [k for k in ticks if k & (k - 1) == 0] or ticks
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_ylim(-2, 102)
+
+
 def plot_pass_at_k(
     curves: Mapping[str, Mapping[int, float | Sequence[float]]],
     path: str | Path,
@@ -88,27 +113,8 @@ def plot_pass_at_k(
     ax = fig.add_subplot()
     all_ks: set[int] = set()
     for lab in labels:
-        curve = curves[lab]
-        ks = sorted(curve)
-        if not ks:
-            raise ValueError(f"curve {lab!r} has no points")
-        all_ks.update(ks)
-        pts = [_points(_triple(curve[k])) for k in ks]
-        mean = [p[0] for p in pts]
         is_base = lab == base_label
-        ax.plot(
-            ks,
-            mean,
-            marker="o",
-            ms=3.5,
-            lw=2.2 if is_base else 1.8,
-            ls="--" if is_base else "-",
-            color=colors[lab],
-            label=lab,
-            zorder=3 if is_base else 2,
-        )
-        if all(p[1] is not None for p in pts):
-            ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=colors[lab], alpha=0.15, lw=0)
+        all_ks.update(_draw_curve(ax, curves[lab], lab, colors[lab], is_base, ms=3.5, lw=2.2 if is_base else 1.8))
     for lab, k_star in (crossover or {}).items():
         color = colors.get(lab, "grey")
         if k_star is None:
@@ -125,15 +131,9 @@ def plot_pass_at_k(
                     markeredgecolor="black",
                     zorder=4,
                 )
-    ax.set_xscale("log", base=2)
-    ticks = sorted(all_ks)
-    if len(ticks) > 12:  # keep the axis readable: powers of two only
-        ticks = [k for k in ticks if k & (k - 1) == 0] or ticks
-    ax.set_xticks(ticks, [str(k) for k in ticks])
-    ax.minorticks_off()
+    _k_axis(ax, all_ks)
     ax.set_xlabel("k (samples per problem, log2 scale)")
     ax.set_ylabel("pass@k (%)")
-    ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     # Outside the axes: bands and crossings fill every corner of the plot.
@@ -159,36 +159,18 @@ def plot_pass_at_k_panels(
     fig = Figure(figsize=(5.2 * cols, 3.9 * rows))
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     all_ks: set[int] = set()
-
-    def draw(ax, curve, label, color, is_base=False):
-        ks = sorted(curve)
-        if not ks:
-            raise ValueError(f"curve {label!r} has no points")
-        all_ks.update(ks)
-        pts = [_points(_triple(curve[k])) for k in ks]
-        ax.plot(ks, [p[0] for p in pts], marker="o", ms=2.5, lw=2.0 if is_base else 1.5,
-                ls="--" if is_base else "-", color=color, label=label, zorder=3 if is_base else 2)  # fmt: skip
-        if all(p[1] is not None for p in pts):
-            ax.fill_between(ks, [p[1] for p in pts], [p[2] for p in pts], color=color, alpha=0.15, lw=0)
-
     for ax, (family, curves) in zip(axes, panels.items(), strict=False):
         if base is not None:
-            draw(ax, base, "base", _BASE_COLOR, is_base=True)
+            all_ks.update(_draw_curve(ax, base, "base", _BASE_COLOR, True, ms=2.5, lw=2.0))
         for (label, curve), color in zip(curves.items(), _colors(len(curves)), strict=True):
-            draw(ax, curve, label, color)
+            all_ks.update(_draw_curve(ax, curve, label, color, False, ms=2.5, lw=1.5))
         ax.set_title(family, fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize="x-small")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    ticks = sorted(all_ks)
-    if len(ticks) > 12:
-        ticks = [k for k in ticks if k & (k - 1) == 0] or ticks
     for ax in axes[: len(panels)]:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(k) for k in ticks])
-        ax.minorticks_off()
-        ax.set_ylim(-2, 102)
+        _k_axis(ax, all_ks)
     for i, ax in enumerate(axes[: len(panels)]):
         if i + cols >= len(panels):  # no panel below it: its own k labels
             ax.set_xlabel("k (log2 scale)")

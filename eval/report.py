@@ -413,7 +413,8 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
 
     sweep_dir = Path(sweep_dir)
     cells = _finished_cells(sweep_dir)
-    groups, family, method, panels = _setting_groups(cells, sweep_dir)
+    method, panels, versus = sweep_panels(sweep_dir)
+    groups, family = _setting_groups(cells, method, panels)
     notes: list[str] = []
     Ks = {
         key: (cs[0]["result"]["comparison"]["K"] if "comparison" in cs[0]["result"] else None)
@@ -422,7 +423,6 @@ def write_sweep_report(sweep_dir: str | Path) -> dict[str, Path]:
     table = [_group_stats(cs, Ks[key], notes, key) for key, cs in groups.items()]
     known = {K for K in Ks.values() if K}
     kname = str(next(iter(known))) if len(known) == 1 else "K"  # the number in headers when every setting shares it
-    versus = sweep_panels(sweep_dir)[2]
     ref = f"{method}={versus}" if versus else None
     if ref:
         _versus(table, groups, ref, int(kname) if kname.isdigit() else None, notes)
@@ -506,14 +506,15 @@ def _finished_cells(sweep_dir: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def _setting_groups(cells: list[dict], sweep_dir: Path) -> tuple[dict[str, list[dict]], dict[str, str], Any, dict]:
+def _setting_groups(
+    cells: list[dict], method: str | None, panels: dict[str, list[str]]
+) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """The cells grouped by setting (every axis but the seed), in the panels' order where the sweep
-    has report.panels; each setting's family; the method axis; the panels."""
+    has report.panels (`sweep_panels`); each setting's family."""
     groups: dict[str, list[dict]] = {}
     for c in cells:
         key = ", ".join(f"{k}={v}" for k, v in c["settings"].items() if k != "seed") or "default"
         groups.setdefault(key, []).append(c)
-    method, panels, _ = sweep_panels(sweep_dir)
     family = {}  # setting -> its family (report.panels), the table in the panels' order
     for fam, members in panels.items():
         for member in members:
@@ -522,7 +523,7 @@ def _setting_groups(cells: list[dict], sweep_dir: Path) -> tuple[dict[str, list[
                     family.setdefault(key, fam)
     if family:
         groups = dict(sorted(groups.items(), key=lambda kv: _panel_rank(panels, method, kv[1])))
-    return groups, family, method, panels
+    return groups, family
 
 
 def _report_table(

@@ -106,7 +106,9 @@ def sample_rows(
         max_new_tokens=settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
     )
     per_call = problems_per_call(settings)
-    sampler = with_sampler(engine, settings.sampler)
+    from rlvr.sampler import with_sampler
+
+    sampler = with_sampler(engine, settings.sampler)  # eval.sampler: how an hf engine samples
     starts = list(range(0, len(problems), per_call))[rank::world]
     rows: list[dict[str, Any]] = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -439,13 +441,6 @@ class _Models:
                 e.close()
 
 
-def with_sampler(engine, name: str):
-    """`engine` sampling through eval.sampler `name` (rlvr/sampler.py) when it is an hf engine; others as is."""
-    from rlvr.sampler import with_sampler
-
-    return with_sampler(engine, name)
-
-
 def _engine_kind(engine) -> str:
     """hf or vllm (the names `rlvr eval --engine` takes) for rlvr's engines, else the class name (an hf engine
     of any sampler is hf: eval.sampler decides how the eval samples with it)."""
@@ -454,7 +449,7 @@ def _engine_kind(engine) -> str:
     if isinstance(engine, HFEngine):
         return "hf"
     name = type(engine).__name__
-    return {"HFEngine": "hf", "VLLMEngine": "vllm"}.get(name, name)
+    return {"VLLMEngine": "vllm"}.get(name, name)
 
 
 def _dtype_device(engine, dtype: str, device: str) -> tuple[str, str]:

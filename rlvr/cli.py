@@ -260,20 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="eval directory (default: next to --model)")
     add_import_argument(e)
     e.set_defaults(func=cmd_eval)
-    s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
-    s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
-    s.add_argument("overrides", nargs="*", help="dotted overrides for every cell, e.g. train.steps=2")
-    s.add_argument(
-        "--launcher",
-        choices=["inprocess", "print", "accelerate"],
-        default="inprocess",
-        help="run cells here, print their accelerate commands, or run those commands",
-    )
-    s.add_argument("--only", type=int, help="run only the first N cells")
-    s.add_argument("--jobs", type=positive_int, default=1, help="cells at a time, each in its own process (default 1)")
-    s.add_argument("--shard", type=shard_spec, help=argparse.SUPPRESS)  # i/N: what --jobs N gives child i
-    add_import_argument(s)
-    s.set_defaults(func=cmd_sweep)
+    add_sweep_parser(sub)
     r = sub.add_parser("report", help="table and plots over a sweep's finished cells")
     r.add_argument("dir", help="sweep output directory")
     r.set_defaults(func=cmd_report)
@@ -289,6 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="rlvr launch [accelerate launch options] train|eval|sweep ... (see rlvr/launch.py)",
     )
     return p
+
+
+def add_sweep_parser(sub) -> None:
+    """`rlvr sweep SWEEP.yaml [overrides] [--jobs N]` (rlvr/sweep.py)."""
+    s = sub.add_parser("sweep", help="run a grid of training runs, each followed by its eval; resumable")
+    s.add_argument("sweep", help="sweep YAML (e.g. recipes/sweeps/six_algorithms_tiny.yaml)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides for every cell, e.g. train.steps=2")
+    s.add_argument(
+        "--launcher",
+        choices=["inprocess", "print", "accelerate"],
+        default="inprocess",
+        help="run cells here, print their accelerate commands, or run those commands",
+    )
+    s.add_argument("--only", type=int, help="run only the first N cells")
+    s.add_argument("--jobs", type=positive_int, default=1, help="cells at a time, each in its own process (default 1)")
+    s.add_argument("--shard", type=shard_spec, help=argparse.SUPPRESS)  # i/N: what --jobs N gives child i
+    add_import_argument(s)
+    s.set_defaults(func=cmd_sweep)
 
 
 def add_data_parser(sub) -> None:

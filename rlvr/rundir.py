@@ -147,7 +147,8 @@ def check(
             f"output_dir {out} holds another run: its config.yaml differs in {len(diff)} key(s) that change "
             f"what is trained ({shown}{more}); {how}"
         )
-    steps = flatten(new).get("train.steps")
+    flat = flatten(new)
+    steps = flat.get("train.steps")
     done = read_done(out)
     ckpts = complete_checkpoints(out / "checkpoints")
     trained = max([done["steps"] if done else 0] + [c.step for c in ckpts])
@@ -156,7 +157,7 @@ def check(
             f"output_dir {out} holds this run trained to step {trained}; train.steps={steps} cannot shorten it "
             f"(its final/ would be a later step's weights); {how}"
         )
-    if done is not None and done["steps"] == steps and flatten(new).get("checkpoint.resume") is not False:
+    if done is not None and done["steps"] == steps and flat.get("checkpoint.resume") is not False:
         return done  # (checkpoint.resume=false asks to train from step 0 again: it does, as before)
     return None
 

@@ -26,6 +26,7 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 from rlvr import rollout
 from rlvr.batch import RolloutBatch
 from rlvr.errors import ConfigError
+from rlvr.models import position_ids
 from rlvr.responses import check_prompt_lengths, make_batch, model_max_length
 from rlvr.rollout import HFEngine, RolloutEngine, Sampling
 from rlvr.tasks import Problem
@@ -73,7 +74,7 @@ class SharedPrefillEngine(HFEngine):
         device = next(model.parameters()).device
         distinct, expand = torch.unique_consecutive(rows, return_inverse=True)
         p_ids, p_att = ids[distinct].to(device), att[distinct].to(device)
-        pos = (p_att.long().cumsum(-1) - 1).masked_fill(p_att == 0, 0)  # generate's position ids
+        pos = position_ids(p_att)  # left-padded: generate's positions
         extra = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
         out = model(input_ids=p_ids, attention_mask=p_att, position_ids=pos, use_cache=True, **extra)
         cache = out.past_key_values
@@ -150,7 +151,7 @@ class LeanEngine(SharedPrefillEngine):
         first = int(p_att.any(0).long().argmax())  # columns left of the chunk's longest prompt are padding
         p_ids, p_att = ids[distinct, first:].to(device), p_att[:, first:].to(device)
         padded = not bool(p_att.all())
-        pos = (p_att.long().cumsum(-1) - 1).masked_fill(p_att == 0, 0)  # generate's position ids
+        pos = position_ids(p_att)  # left-padded: generate's positions
         extra = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
         out = model(
             input_ids=p_ids, attention_mask=p_att if padded else None, position_ids=pos, use_cache=True, **extra

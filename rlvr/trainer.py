@@ -92,13 +92,11 @@ def make_accelerator(cfg: RunConfig, world: int):
 
 def flat_config(d: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
     """Dotted keys and scalar values, as trackers' hyperparameter tables need (tensorboard)."""
-    out: dict[str, int | float | str | bool] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat_config(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
-    return out
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+        for k, v in rundir.flatten(d, prefix).items()
+        if v != {}  # an empty section has no keys
+    }
 
 
 def resolved_config(cfg: RunConfig) -> dict[str, Any]:

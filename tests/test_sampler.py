@@ -475,7 +475,7 @@ def test_eval_sampler_lean_samples_through_lean_engine_and_keys_the_base_cache(r
 
 
 def test_the_eval_resamples_a_lean_training_engine_with_its_own_sampler(random_lm):
-    from rlvr.eval.runner import with_sampler
+    from rlvr.sampler import with_sampler
 
     model, tok = random_lm
     lean = LeanEngine(model, tok, batch_size=9)
